@@ -1,0 +1,3 @@
+from unmasking.cli import main
+
+raise SystemExit(main())

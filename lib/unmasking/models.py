@@ -1,0 +1,177 @@
+"""The study's two models, written in Keras 3 for any backend (TensorFlow, JAX, PyTorch).
+
+``paper_ae`` -- the paper's convolutional autoencoder, as close as its text allows. The paper says: an encoder of
+convolutions with downsampling to a latent representation, a decoder of convolutions with upsampling, Keras,
+compiled and fit, "accuracy" and "loss". It does not give sizes, filters, activations, optimiser or epochs. The
+choices left open, and why:
+
+* input 128 x 128 (``download.image_size``): the paper does not say; 128 keeps 3,000 pairs in memory and a CPU
+  can train on them. Face Mask Lite's 1024 px images are resized once, in the data stage.
+* three ``Conv2D(3x3, ReLU) + MaxPooling2D(2)`` steps down to a 16 x 16 latent map, then three ``Conv2D +
+  UpSampling2D(2)`` steps back and a ``Conv2D(3, sigmoid)`` output: the standard Keras convolutional autoencoder
+  (keras-io denoising example) that such papers follow. Widths 16, 32, 64 (``train.paper_ae.filters``, 0.08 M
+  parameters): with 32, 64, 128 (0.33 M) an epoch of 2,400 images takes over two minutes on a 2-core CPU, which
+  leaves too few epochs within the study's hour; the wider model is one parameter change away.
+* loss MSE (the paper's "loss 3 %" is a fraction, as MSE on [0, 1] images is), optimiser Adam (lr 1e-3), metrics
+  ``["accuracy"]`` (what makes the paper's "accuracy": see ``metrics.accuracy_paper``).
+* epochs: not given; we train to early stopping on the validation loss (``train.paper_ae.epochs`` is the cap).
+
+``mask_unet`` -- the project's mask-aware model. A small U-Net with two heads: the mask region ``m`` (sigmoid) and
+the face ``y`` (sigmoid). Its output is the composite ``x * (1 - m) + y * m``, so the pixels it judges unmasked are
+the input's own and never degraded, and it needs no true mask at inference (it estimates ``m`` itself). Its output
+has 4 channels: the composite RGB and ``m``. Trained with ``UnmaskLoss`` (L1 weighted up inside the true mask, a
+mask BCE against the region where the pair differs, and 1 - SSIM).
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import layers, ops
+
+PACKAGE = "unmasking"
+
+
+def paper_ae(image_size: int = 128, filters: tuple[int, ...] = (16, 32, 64), learning_rate: float = 1e-3) -> keras.Model:
+    """The paper's convolutional autoencoder, compiled as the paper did (MSE, Adam, ``metrics=["accuracy"]``)."""
+    inputs = keras.Input((image_size, image_size, 3), name="masked")
+    x = inputs
+    # Encoder: convolutions and downsampling to a latent map
+    for f in filters:
+        x = layers.Conv2D(f, 3, padding="same", activation="relu")(x)
+        x = layers.MaxPooling2D(2)(x)
+    # Decoder: convolutions and upsampling back to an image
+    for f in reversed(filters):
+        x = layers.Conv2D(f, 3, padding="same", activation="relu")(x)
+        x = layers.UpSampling2D(2)(x)
+    outputs = layers.Conv2D(3, 3, padding="same", activation="sigmoid", name="unmasked")(x)
+    model = keras.Model(inputs, outputs, name="paper_ae")
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="mse", metrics=["accuracy"])
+    return model
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class Composite(layers.Layer):
+    """``[x * (1 - m) + y * m, m]``: keep the input where the estimated mask ``m`` is 0, the prediction where 1."""
+
+    def call(self, x, y, m):
+        return ops.concatenate([x * (1.0 - m) + y * m, m], axis=-1)
+
+    def compute_output_shape(self, x_shape, y_shape, m_shape):
+        return (*x_shape[:-1], x_shape[-1] + 1)
+
+
+def _block(x, f: int, dilation: int = 1, name: str | None = None):
+    x = layers.Conv2D(f, 3, padding="same", activation="relu", dilation_rate=dilation)(x)
+    return layers.Conv2D(f, 3, padding="same", activation="relu", dilation_rate=dilation, name=name)(x)
+
+
+def mask_unet(image_size: int = 128, filters: tuple[int, ...] = (16, 32, 64, 96)) -> keras.Model:
+    """The mask-aware U-Net (uncompiled; ``compile_mask_unet`` adds the loss).
+
+    A strided stem halves the image first (the hidden region is smooth skin; the costly work runs at half size,
+    which a 2-core CPU can train in minutes); three encoder levels with ``filters[0:3]``, a dilated bottleneck with
+    ``filters[3]`` at 1/16 size, a decoder with skip connections, and a full-size refinement that sees the input
+    again before the two heads.
+    """
+    inputs = keras.Input((image_size, image_size, 3), name="masked")
+    # Encoder
+    x = layers.Conv2D(filters[0], 3, strides=2, padding="same", activation="relu", name="stem")(inputs)
+    skips = []
+    for f in filters[:3]:
+        x = _block(x, f)
+        skips.append(x)
+        x = layers.MaxPooling2D(2)(x)
+    # Bottleneck: dilated convolutions widen the view across the mask
+    x = layers.Conv2D(filters[3], 3, padding="same", activation="relu")(x)
+    x = layers.Conv2D(filters[3], 3, padding="same", activation="relu", dilation_rate=2)(x)
+    # Decoder with skip connections
+    for f, skip in zip(reversed(filters[:3]), reversed(skips)):
+        x = layers.UpSampling2D(2, interpolation="bilinear")(x)
+        x = layers.Concatenate()([x, skip])
+        x = _block(x, f)
+    # Full-size refinement and the two heads
+    x = layers.UpSampling2D(2, interpolation="bilinear")(x)
+    x = layers.Concatenate()([x, inputs])
+    x = layers.Conv2D(filters[0], 3, padding="same", activation="relu")(x)
+    face = layers.Conv2D(3, 1, activation="sigmoid", name="face")(x)
+    mask = layers.Conv2D(1, 1, activation="sigmoid", name="mask")(x)
+    outputs = Composite(name="composite")(inputs, face, mask)
+    return keras.Model(inputs, outputs, name="mask_unet")
+
+
+def ssim_map_mean(a, b, window: int = 7):
+    """Mean SSIM of two image batches in [0, 1] with a ``window`` x ``window`` box filter (keras.ops, any backend)."""
+    c1, c2 = 0.01**2, 0.03**2
+
+    def pool(t):
+        return ops.average_pool(t, window, strides=1, padding="valid")
+
+    mu_a, mu_b = pool(a), pool(b)
+    var_a = pool(a * a) - mu_a * mu_a
+    var_b = pool(b * b) - mu_b * mu_b
+    cov = pool(a * b) - mu_a * mu_b
+    s = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2))
+    return ops.mean(s, axis=(1, 2, 3))
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class UnmaskLoss(keras.losses.Loss):
+    """Loss of ``mask_unet``. ``y_true`` = [true face RGB, true mask]; ``y_pred`` = [composite RGB, estimated mask].
+
+    ``L1 * (1 + hole_weight * mask) + mask_weight * BCE(mask) + ssim_weight * (1 - SSIM)``.
+    """
+
+    def __init__(self, hole_weight: float = 6.0, mask_weight: float = 0.5, ssim_weight: float = 0.2,
+                 name: str = "unmask_loss", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.hole_weight, self.mask_weight, self.ssim_weight = hole_weight, mask_weight, ssim_weight
+
+    def call(self, y_true, y_pred):
+        t, mt = y_true[..., :3], y_true[..., 3:4]
+        out, m = y_pred[..., :3], y_pred[..., 3:4]
+        l1 = ops.mean(ops.abs(out - t) * (1.0 + self.hole_weight * mt), axis=(1, 2, 3))
+        eps = 1e-6
+        mc = ops.clip(m, eps, 1 - eps)
+        bce = -ops.mean(mt * ops.log(mc) + (1 - mt) * ops.log(1 - mc), axis=(1, 2, 3))
+        loss = l1 + self.mask_weight * bce
+        if self.ssim_weight:
+            loss = loss + self.ssim_weight * (1.0 - ssim_map_mean(out, t))
+        return loss
+
+    def get_config(self):
+        return {**super().get_config(), "hole_weight": self.hole_weight, "mask_weight": self.mask_weight,
+                "ssim_weight": self.ssim_weight}
+
+
+def compile_mask_unet(model: keras.Model, learning_rate: float, hole_weight: float, mask_weight: float,
+                      ssim_weight: float) -> keras.Model:
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate),
+                  loss=UnmaskLoss(hole_weight=hole_weight, mask_weight=mask_weight, ssim_weight=ssim_weight))
+    return model
+
+
+def build(name: str, image_size: int, cfg: dict) -> keras.Model:
+    """Build and compile model ``name`` from its ``train.<name>`` params section."""
+    if name == "paper_ae":
+        return paper_ae(image_size, tuple(cfg["filters"]), cfg["learning_rate"])
+    if name == "mask_unet":
+        model = mask_unet(image_size, tuple(cfg["filters"]))
+        return compile_mask_unet(model, cfg["learning_rate"], cfg["hole_weight"], cfg["mask_weight"], cfg["ssim_weight"])
+    raise ValueError(f"unknown model {name!r}")
+
+
+def needs_mask_target(name_or_model) -> bool:
+    """Whether the model trains on [face, mask] targets (4 channels) instead of the face alone."""
+    name = name_or_model if isinstance(name_or_model, str) else name_or_model.name
+    return name == "mask_unet"
+
+
+def predict_faces(model: keras.Model, x, batch_size: int = 64):
+    """The model's unmasked faces (N, S, S, 3) in [0, 1] for masked inputs ``x`` in [0, 1]."""
+    y = model.predict(x, batch_size=batch_size, verbose=0)
+    return y[..., :3]
+
+
+def load(path) -> keras.Model:
+    """Load trained weights saved as ``.keras`` (custom layers and loss are registered by importing this module)."""
+    return keras.saving.load_model(str(path), compile=False)

@@ -1,0 +1,244 @@
+"""Reading, validating and setting ``params.yaml``.
+
+Every stage validates the whole file before it does any work: an unknown key, a value of the wrong type or out of
+range stops it with a message that names the key (``ParamsError``).
+
+Command line (used by the Makefile to choose the data source):
+    python -m unmasking.params set download.source=faces download.faces=PATH
+    python -m unmasking.params check
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from unmasking import paths
+
+MODEL_NAMES = ("paper_ae", "mask_unet")
+SOURCES = ("kaggle", "local", "faces")
+
+
+class ParamsError(ValueError):
+    """A parameter is unknown, of the wrong type or out of range; the message names it."""
+
+
+def _int(lo: int | None = None, hi: int | None = None) -> Callable[[str, Any], None]:
+    def check(key: str, v: Any) -> None:
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise ParamsError(f"{key}: expected an integer, got {v!r}")
+        if lo is not None and v < lo:
+            raise ParamsError(f"{key}: must be >= {lo}, got {v}")
+        if hi is not None and v > hi:
+            raise ParamsError(f"{key}: must be <= {hi}, got {v}")
+
+    return check
+
+
+def _float(lo: float | None = None, hi: float | None = None, open_lo: bool = False) -> Callable[[str, Any], None]:
+    def check(key: str, v: Any) -> None:
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise ParamsError(f"{key}: expected a number, got {v!r}")
+        if lo is not None and (v < lo or (open_lo and v == lo)):
+            raise ParamsError(f"{key}: must be {'>' if open_lo else '>='} {lo}, got {v}")
+        if hi is not None and v > hi:
+            raise ParamsError(f"{key}: must be <= {hi}, got {v}")
+
+    return check
+
+
+def _bool(key: str, v: Any) -> None:
+    if not isinstance(v, bool):
+        raise ParamsError(f"{key}: expected true or false, got {v!r}")
+
+
+def _str(key: str, v: Any) -> None:
+    if not isinstance(v, str):
+        raise ParamsError(f"{key}: expected a string (use \"\" for none), got {v!r}")
+
+
+def _choice(*options: str) -> Callable[[str, Any], None]:
+    def check(key: str, v: Any) -> None:
+        if v not in options:
+            raise ParamsError(f"{key}: must be one of {', '.join(options)}; got {v!r}")
+
+    return check
+
+
+def _image_size(key: str, v: Any) -> None:
+    _int(32, 1024)(key, v)
+    if v % 16:
+        raise ParamsError(f"{key}: must be a multiple of 16 (the models halve it four times), got {v}")
+
+
+def _filters(n: int) -> Callable[[str, Any], None]:
+    def check(key: str, v: Any) -> None:
+        if not isinstance(v, list) or len(v) != n or not all(isinstance(f, int) and not isinstance(f, bool) and f > 0 for f in v):
+            raise ParamsError(f"{key}: expected a list of {n} positive integers, got {v!r}")
+
+    return check
+
+
+def _models(key: str, v: Any) -> None:
+    if not isinstance(v, list) or not v:
+        raise ParamsError(f"{key}: expected a non-empty list of model names ({', '.join(MODEL_NAMES)}), got {v!r}")
+    for m in v:
+        if m not in MODEL_NAMES:
+            raise ParamsError(f"{key}: unknown model {m!r}; known: {', '.join(MODEL_NAMES)}")
+    if len(set(v)) != len(v):
+        raise ParamsError(f"{key}: a model is listed twice: {v!r}")
+
+
+SCHEMA: dict[str, Any] = {
+    "base": {"seed": _int(0, 2**31 - 1)},
+    "download": {
+        "source": _choice(*SOURCES),
+        "kaggle_dataset": _str,
+        "local": _str,
+        "faces": _str,
+        "mask": _str,
+        "n_pairs": _int(1, 100_000),
+        "image_size": _image_size,
+        "test_fraction": _float(0.0, 1.0, open_lo=True),
+        "val_fraction": _float(0.0, 1.0),
+        "one_per_identity": _bool,
+        "min_pairs": _int(1),
+        "workers": _int(1, 64),
+        "indomain_faces": _str,
+        "indomain_pairs": _int(0, 100_000),
+    },
+    "explore": {"n_examples": _int(1, 50)},
+    "train": {
+        "models": _models,
+        "batch_size": _int(1, 4096),
+        "patience": _int(0),
+        "augment_flip": _bool,
+        "steps_per_epoch": _int(0),
+        "distribute": _bool,
+        "deterministic": _bool,
+        "paper_ae": {"epochs": _int(0, 10_000), "learning_rate": _float(0.0, 1.0, open_lo=True), "filters": _filters(3)},
+        "mask_unet": {
+            "epochs": _int(0, 10_000),
+            "learning_rate": _float(0.0, 1.0, open_lo=True),
+            "filters": _filters(4),
+            "mask_weight": _float(0.0),
+            "hole_weight": _float(0.0),
+            "ssim_weight": _float(0.0),
+        },
+    },
+    "evaluate": {
+        "batch_size": _int(1, 4096),
+        "identity_threshold": _float(0.0, 2.0, open_lo=True),
+        "n_examples": _int(1, 50),
+        "telea_radius": _int(1, 50),
+    },
+}
+
+
+def _validate(node: Any, schema: dict[str, Any], prefix: str) -> None:
+    if not isinstance(node, dict):
+        raise ParamsError(f"{prefix or 'params'}: expected a mapping of keys, got {node!r}")
+    for key in node:
+        if key not in schema:
+            where = f"{prefix}.{key}" if prefix else key
+            raise ParamsError(f"{where}: unknown parameter; known here: {', '.join(schema)}")
+    for key, rule in schema.items():
+        where = f"{prefix}.{key}" if prefix else key
+        if key not in node:
+            raise ParamsError(f"{where}: missing")
+        if isinstance(rule, dict):
+            _validate(node[key], rule, where)
+        else:
+            rule(where, node[key])
+
+
+def validate(params: dict[str, Any]) -> dict[str, Any]:
+    """Check every key of ``params`` against the schema and the rules that tie keys together; return it."""
+    _validate(params, SCHEMA, "")
+    d = params["download"]
+    if d["test_fraction"] + d["val_fraction"] * (1 - d["test_fraction"]) >= 1.0:
+        raise ParamsError("download.val_fraction: test and validation together leave no training pairs")
+    if d["source"] == "local" and not d["local"]:
+        raise ParamsError("download.local: source is 'local' but no folder or zip is given (make repro LOCAL=<path>)")
+    if d["source"] == "faces" and not d["faces"]:
+        raise ParamsError("download.faces: source is 'faces' but no faces folder is given (make repro FACES=<folder>)")
+    if d["min_pairs"] > d["n_pairs"]:
+        raise ParamsError(f"download.min_pairs: {d['min_pairs']} is more than download.n_pairs ({d['n_pairs']})")
+    return params
+
+
+def load(path: str | Path | None = None) -> dict[str, Any]:
+    """Read and validate ``params.yaml`` (the project's, unless ``path`` is given)."""
+    path = Path(path or paths.PARAMS_FILE)
+    try:
+        params = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ParamsError(f"{path}: no such parameter file") from None
+    except yaml.YAMLError as e:
+        raise ParamsError(f"{path}: not valid YAML: {e}") from None
+    return validate(params)
+
+
+def _parse_value(text: str) -> Any:
+    value = yaml.safe_load(text) if text != "" else ""
+    return "" if value is None else value
+
+
+def set_values(assignments: list[str], path: str | Path | None = None) -> None:
+    """Set ``section.key=value`` assignments in params.yaml, keeping its comments; validate before writing."""
+    from ruamel.yaml import YAML
+
+    path = Path(path or paths.PARAMS_FILE)
+    ry = YAML()
+    ry.preserve_quotes = True
+    doc = ry.load(path.read_text())
+    plain = copy.deepcopy(yaml.safe_load(path.read_text()))
+    for a in assignments:
+        if "=" not in a:
+            raise ParamsError(f"{a!r}: expected section.key=value")
+        key, text = a.split("=", 1)
+        value = _parse_value(text)
+        *parents, leaf = key.split(".")
+        node, pnode = doc, plain
+        for part in parents:
+            if part not in pnode:
+                raise ParamsError(f"{key}: unknown parameter")
+            node, pnode = node[part], pnode[part]
+        if leaf not in pnode:
+            raise ParamsError(f"{key}: unknown parameter")
+        node[leaf] = value
+        pnode[leaf] = value
+    validate(plain)
+    with path.open("w") as f:
+        ry.dump(doc, f)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m unmasking.params", description=__doc__.splitlines()[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    s = sub.add_parser("set", help="set section.key=value in params.yaml")
+    s.add_argument("assignments", nargs="+")
+    s.add_argument("--file", default=None)
+    c = sub.add_parser("check", help="validate params.yaml")
+    c.add_argument("--file", default=None)
+    args = ap.parse_args(argv)
+    try:
+        if args.cmd == "set":
+            set_values(args.assignments, args.file)
+        else:
+            load(args.file)
+            print("params.yaml: ok")
+    except ParamsError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,268 @@
+"""Seeded, resumable training of the study's models.
+
+``train_model`` is the stage's work as one function: it reads only the train and val splits of the subset (the test
+split is never loaded here), seeds Python, NumPy and Keras, checkpoints the full model (weights and optimiser) and
+its early-stopping state after every epoch in ``models/checkpoints/<model>/``, and, when started again after an
+interruption with the same configuration, continues from the last checkpoint. The batch order of epoch ``e`` is a
+function of (seed, e) only, so a resumed run sees the same batches as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import math
+import os
+import random
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+
+from unmasking import data, metrics, models, paths  # noqa: E402
+
+HISTORY_COLUMNS = ["epoch", "loss", "val_loss", "val_mse", "val_masked_l1", "val_masked_psnr", "seconds", "images_per_s"]
+
+
+def seed_everything(seed: int, deterministic: bool = True) -> None:
+    """Seed Python, NumPy and the Keras backend; make TensorFlow ops deterministic when asked."""
+    random.seed(seed)
+    np.random.seed(seed)
+    keras.utils.set_random_seed(seed)
+    if deterministic and keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        tf.config.experimental.enable_op_determinism()
+
+
+class PairBatches(keras.utils.PyDataset):
+    """Batches of (masked, target) pairs from arrays in memory, decoded once.
+
+    ``target`` is the true face, or [true face, true mask] for models that learn the mask. Epoch ``e`` uses the
+    permutation and flips drawn from ``seed + e``; ``set_epoch`` selects it.
+    """
+
+    def __init__(self, masked: np.ndarray, unmasked: np.ndarray, batch_size: int, seed: int, shuffle: bool = True,
+                 flip: bool = False, mask_target: bool = False, steps: int = 0):
+        super().__init__(workers=1, use_multiprocessing=False)
+        self.x = masked.astype(np.float32) / 255.0
+        y = unmasked.astype(np.float32) / 255.0
+        if mask_target:
+            region = metrics.region(masked, unmasked, threshold=0.5).astype(np.float32)[..., None]
+            y = np.concatenate([y, region], axis=-1)
+        self.y = y
+        self.batch_size, self.seed, self.shuffle, self.flip, self.steps = batch_size, seed, shuffle, flip, steps
+        self.set_epoch(0)
+
+    def set_epoch(self, epoch: int) -> None:
+        rng = np.random.default_rng([self.seed, epoch])
+        n = len(self.x)
+        self.order = rng.permutation(n) if self.shuffle else np.arange(n)
+        self.flips = rng.random(n) < 0.5 if self.flip else np.zeros(n, bool)
+
+    def __len__(self) -> int:
+        full = math.ceil(len(self.x) / self.batch_size)
+        return min(self.steps, full) if self.steps else full
+
+    def __getitem__(self, i: int):
+        idx = self.order[i * self.batch_size : (i + 1) * self.batch_size]
+        x, y = self.x[idx], self.y[idx]
+        f = self.flips[idx]
+        if f.any():
+            x, y = x.copy(), y.copy()
+            x[f], y[f] = x[f, :, ::-1], y[f, :, ::-1]
+        return x, y
+
+    @property
+    def num_batches(self) -> int:
+        return len(self)
+
+
+class _EpochState(keras.callbacks.Callback):
+    """Sets the epoch of the data, validates with the study's metrics, checkpoints, and stops early."""
+
+    def __init__(self, name: str, ds: PairBatches, val: dict[str, np.ndarray], ckpt: Path, state: dict[str, Any],
+                 patience: int, history_csv: Path, batch_size: int, log=print):
+        super().__init__()
+        self.name, self.ds, self.val, self.ckpt, self.state = name, ds, val, ckpt, state
+        self.patience, self.history_csv, self.batch_size, self.log = patience, history_csv, batch_size, log
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.ds.set_epoch(epoch)
+        self.t0 = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        seconds = time.perf_counter() - self.t0
+        seen = min(len(self.ds) * self.ds.batch_size, len(self.ds.x))
+        x, u, masked_u8 = self.val["x"], self.val["y"], self.val["masked"]
+        pred = self.model.predict(x, batch_size=self.batch_size, verbose=0)
+        y_true = self.val["target"]
+        loss_fn = self.model.loss if callable(self.model.loss) else keras.losses.get(self.model.loss)
+        val_loss = float(keras.ops.convert_to_numpy(keras.ops.mean(loss_fn(y_true, pred))))
+        m = metrics.batch_region_metrics(pred[..., :3], u, masked_u8.astype(np.float32) / 255.0)
+        row = {"epoch": epoch + 1, "loss": float(logs.get("loss", float("nan"))), "val_loss": val_loss,
+               "val_mse": m["mse"], "val_masked_l1": m.get("masked_l1", float("nan")),
+               "val_masked_psnr": m.get("masked_psnr", float("nan")), "seconds": round(seconds, 2),
+               "images_per_s": round(seen / seconds, 2) if seconds else float("nan")}
+        if logs is not None:
+            logs.update({k: v for k, v in row.items() if k.startswith("val_")})
+        st = self.state
+        st["history"].append(row)
+        st["epoch"] = epoch + 1
+        improved = st["best"] is None or val_loss < st["best"]
+        if improved:
+            st["best"], st["best_epoch"], st["wait"] = val_loss, epoch + 1, 0
+            self.model.save(self.ckpt / "best.keras")
+        else:
+            st["wait"] += 1
+        if st["wait"] > self.patience:
+            st["stopped_early"] = True
+            self.model.stop_training = True
+        self.model.save(self.ckpt / "last.keras.tmp.keras")
+        os.replace(self.ckpt / "last.keras.tmp.keras", self.ckpt / "last.keras")
+        tmp = self.ckpt / "state.json.tmp"
+        tmp.write_text(json.dumps(st, indent=1))
+        os.replace(tmp, self.ckpt / "state.json")
+        write_history(self.history_csv, st["history"])
+        self.log(f"[{self.name}] epoch {epoch + 1}: loss {row['loss']:.4f}  val_loss {val_loss:.4f}  "
+                 f"val_mse {m['mse']:.5f}  val_masked_l1 {row['val_masked_l1']:.4f}  "
+                 f"val_masked_psnr {row['val_masked_psnr']:.2f} dB  {row['images_per_s']:.1f} img/s"
+                 + ("  (best)" if improved else ""))
+
+
+def write_history(path: Path, rows: list[dict[str, Any]]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=HISTORY_COLUMNS, lineterminator="\n")
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
+
+
+def config_hash(cfg: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def distribution_scope(enabled: bool):
+    """A context for building the model: data-parallel over all local devices when ``enabled``.
+
+    TensorFlow: ``tf.distribute.MirroredStrategy``; JAX: Keras's ``DataParallel`` distribution; otherwise (or with
+    one device) a no-op.
+    """
+    import contextlib
+
+    if not enabled:
+        return contextlib.nullcontext()
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
+        return tf.distribute.MirroredStrategy([d.name for d in devices]).scope()
+    if backend == "jax":
+        devices = keras.distribution.list_devices()
+        keras.distribution.set_distribution(keras.distribution.DataParallel(devices=devices))
+    return contextlib.nullcontext()
+
+
+def train_model(name: str, train_params: dict[str, Any], subset_dir: Path, models_dir: Path, reports_dir: Path,
+                seed: int, image_size: int, log=print) -> dict[str, Any]:
+    """Train model ``name`` on the subset's train split, validate on val; return its model card.
+
+    Writes ``models_dir/<name>.keras`` (the best epoch), ``models_dir/<name>.json`` (model card) and
+    ``reports_dir/train/<name>_history.csv``. Resumes from ``models_dir/checkpoints/<name>/`` when that holds a
+    checkpoint of the same configuration.
+    """
+    cfg = train_params[name]
+    bs = train_params["batch_size"]
+    subset_dir, models_dir, reports_dir = Path(subset_dir), Path(models_dir), Path(reports_dir)
+    summary = data.read_summary(subset_dir)
+    if summary["image_size"] != image_size:
+        raise data.DataError(f"the subset holds {summary['image_size']} px images but download.image_size is "
+                             f"{image_size}; rerun the download stage")
+    tr = data.load_pairs(subset_dir, ["train"])
+    va = data.load_pairs(subset_dir, ["val"])
+    mask_target = models.needs_mask_target(name)
+    manifest_hash = hashlib.sha256((subset_dir / paths.MANIFEST_NAME).read_bytes()).hexdigest()[:16]
+    run_cfg = {"model": name, "cfg": cfg, "batch_size": bs, "seed": seed, "image_size": image_size,
+               "flip": train_params["augment_flip"], "steps": train_params["steps_per_epoch"],
+               "patience": train_params["patience"], "manifest": manifest_hash, "backend": keras.backend.backend()}
+    ckpt = models_dir / "checkpoints" / name
+    state_file = ckpt / "state.json"
+    state = None
+    if state_file.is_file() and (ckpt / "last.keras").is_file():
+        old = json.loads(state_file.read_text())
+        if old.get("config") == config_hash(run_cfg):
+            state = old
+        else:
+            log(f"[{name}] checkpoint in {ckpt} is from another configuration; starting over")
+    if state is None:
+        shutil.rmtree(ckpt, ignore_errors=True)
+        state = {"config": config_hash(run_cfg), "epoch": 0, "best": None, "best_epoch": 0, "wait": 0,
+                 "stopped_early": False, "history": [], "train_seconds": 0.0}
+    ckpt.mkdir(parents=True, exist_ok=True)
+
+    seed_everything(seed + state["epoch"], train_params["deterministic"])
+    with distribution_scope(train_params["distribute"]):
+        if state["epoch"]:
+            model = keras.saving.load_model(ckpt / "last.keras")
+            log(f"[{name}] resuming after epoch {state['epoch']} from {ckpt / 'last.keras'}")
+        else:
+            keras.utils.set_random_seed(seed)
+            model = models.build(name, image_size, cfg)
+    ds = PairBatches(tr["masked"], tr["unmasked"], bs, seed, shuffle=True, flip=train_params["augment_flip"],
+                     mask_target=mask_target, steps=train_params["steps_per_epoch"])
+    val_ds = PairBatches(va["masked"], va["unmasked"], bs, seed, shuffle=False, mask_target=mask_target)
+    val = {"x": val_ds.x, "y": va["unmasked"].astype(np.float32) / 255.0, "target": val_ds.y, "masked": va["masked"]}
+    history_csv = reports_dir / "train" / f"{name}_history.csv"
+    cb = _EpochState(name, ds, val, ckpt, state, train_params["patience"], history_csv, bs, log)
+    epochs = cfg["epochs"]
+    t0 = time.perf_counter()
+    if state["epoch"] < epochs and not state["stopped_early"]:
+        model.fit(ds, epochs=epochs, initial_epoch=state["epoch"], callbacks=[cb], verbose=0)
+    state["train_seconds"] = round(state.get("train_seconds", 0.0) + time.perf_counter() - t0, 1)
+    write_history(history_csv, state["history"])
+    best_path = ckpt / "best.keras" if (ckpt / "best.keras").is_file() else None
+    out = paths.model_path(name, models_dir)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if best_path:
+        shutil.copyfile(best_path, out)
+    else:  # epochs = 0: the untrained model
+        model.save(out)
+    rates = [r["images_per_s"] for r in state["history"][1:]] or [r["images_per_s"] for r in state["history"]]
+    best_row = next((r for r in state["history"] if r["epoch"] == state["best_epoch"]), {})
+    card = {
+        "model": name,
+        "file": out.name,
+        "parameters": int(model.count_params()),
+        "params": cfg,
+        "batch_size": bs,
+        "seed": seed,
+        "image_size": image_size,
+        "backend": keras.backend.backend(),
+        "data_source": summary.get("source"),
+        "data_path": summary.get("source_path"),
+        "train_pairs": int(len(tr["ids"])),
+        "val_pairs": int(len(va["ids"])),
+        "epochs_run": state["epoch"],
+        "best_epoch": state["best_epoch"],
+        "stopped_early": state["stopped_early"],
+        "wall_time_s": state["train_seconds"],
+        "train_images_per_s": round(float(np.median(rates)), 1) if rates else None,
+        "best_val": {k: best_row.get(k) for k in ("val_loss", "val_mse", "val_masked_l1", "val_masked_psnr")},
+    }
+    paths.model_card_path(name, models_dir).write_text(json.dumps(card, indent=2) + "\n")
+    shutil.rmtree(ckpt, ignore_errors=True)
+    return card
+
+
+def read_history(reports_dir: Path, name: str) -> list[dict[str, float]]:
+    with open(Path(reports_dir) / "train" / f"{name}_history.csv", newline="") as f:
+        return [{k: float(v) for k, v in r.items()} for r in csv.DictReader(f)]
