@@ -1,5 +1,7 @@
 # The study's commands. `make repro` and `make test` work on a fresh machine with Python 3.11 and make.
-PYTHON ?= python3.11
+SHELL := /bin/bash
+.SHELLFLAGS := -o pipefail -c
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
@@ -12,12 +14,13 @@ FACES ?=
 LOCAL ?=
 MASK ?= ../shared/data/mask-templates/ohyicong-masksdetection/default-mask.png
 
-.PHONY: help env repro test lab clean-env
+.PHONY: help env repro test lab bench clean-env
 
 help:
 	@echo "make repro [FACES=dir [MASK=png] | LOCAL=dir-or-zip]   run the study (dvc repro)"
 	@echo "make test                                              run the tests"
 	@echo "make lab                                               open the notebooks in JupyterLab"
+	@echo "make bench                                             measure the study's speed (reports/bench.json)"
 
 $(STAMP): requirements.txt pyproject.toml
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: $(PYTHON) not found (set PYTHON=...)"; exit 1; }
@@ -38,13 +41,17 @@ else ifneq ($(strip $(LOCAL)),)
 else
 	$(BIN)/python -m unmasking.params set download.source=kaggle
 endif
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
+	mkdir -p reports
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro 2>&1 | tee reports/repro.log
 
 test: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 lab: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/jupyter lab notebooks/
+
+bench: $(STAMP)
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m unmasking.bench
 
 clean-env:
 	rm -rf $(VENV)

@@ -150,7 +150,10 @@ def config_hash(cfg: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def distribution_scope(enabled: bool):
+_STRATEGY: dict[str, Any] = {}
+
+
+def distribution_scope(enabled: bool, log=print):
     """A context for building the model: data-parallel over all local devices when ``enabled``.
 
     TensorFlow: ``tf.distribute.MirroredStrategy``; JAX: Keras's ``DataParallel`` distribution; otherwise (or with
@@ -164,10 +167,14 @@ def distribution_scope(enabled: bool):
     if backend == "tensorflow":
         import tensorflow as tf
 
-        devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
-        return tf.distribute.MirroredStrategy([d.name for d in devices]).scope()
+        if "tf" not in _STRATEGY:  # one strategy per process: a second one's collectives would clash with the first's
+            devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
+            _STRATEGY["tf"] = tf.distribute.MirroredStrategy([d.name for d in devices])
+        log(f"data-parallel over {_STRATEGY['tf'].num_replicas_in_sync} devices (tf.distribute.MirroredStrategy)")
+        return _STRATEGY["tf"].scope()
     if backend == "jax":
         devices = keras.distribution.list_devices()
+        log(f"data-parallel over {len(devices)} devices (keras.distribution.DataParallel)")
         keras.distribution.set_distribution(keras.distribution.DataParallel(devices=devices))
     return contextlib.nullcontext()
 
@@ -210,7 +217,7 @@ def train_model(name: str, train_params: dict[str, Any], subset_dir: Path, model
     ckpt.mkdir(parents=True, exist_ok=True)
 
     seed_everything(seed + state["epoch"], train_params["deterministic"])
-    with distribution_scope(train_params["distribute"]):
+    with distribution_scope(train_params["distribute"], log):
         if state["epoch"]:
             model = keras.saving.load_model(ckpt / "last.keras")
             log(f"[{name}] resuming after epoch {state['epoch']} from {ckpt / 'last.keras'}")
@@ -226,7 +233,9 @@ def train_model(name: str, train_params: dict[str, Any], subset_dir: Path, model
     epochs = cfg["epochs"]
     t0 = time.perf_counter()
     if state["epoch"] < epochs and not state["stopped_early"]:
-        model.fit(ds, epochs=epochs, initial_epoch=state["epoch"], callbacks=[cb], verbose=0)
+        # shuffle=False: the data shuffles itself as a function of (seed, epoch); Keras's own batch shuffling
+        # draws from a generator that a resumed run could not restore.
+        model.fit(ds, epochs=epochs, initial_epoch=state["epoch"], callbacks=[cb], verbose=0, shuffle=False)
     state["train_seconds"] = round(state.get("train_seconds", 0.0) + time.perf_counter() - t0, 1)
     write_history(history_csv, state["history"])
     best_path = ckpt / "best.keras" if (ckpt / "best.keras").is_file() else None

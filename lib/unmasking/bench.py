@@ -1,0 +1,230 @@
+"""The study's speed benchmark: ``make bench`` (``python -m unmasking.bench``) writes ``reports/bench.json``.
+
+Measured in one run on this machine:
+
+* data stage: pairs/s synthesizing pairs from a folder of faces (landmarks + overlay + crop + resize, all workers),
+  and pairs/s reading a local Face Mask Lite-layout copy of generated 1024 x 1024 PNGs;
+* training: images/s of each model at the configured image size and batch after a warm-up epoch; FLOPs per training
+  image counted per layer from the Keras graph (convolutions: 2 x k x k x C_in x C_out x H_out x W_out for the
+  forward pass, times 3 for forward + backward; other layers ignored), hence the achieved GFLOP/s; and the GFLOP/s of
+  a large float32 matrix product in the same backend (the practical ceiling);
+* inference: images/s batched, and milliseconds for one photo through ``unmask predict`` (detect, crop, predict,
+  paste back);
+* the wall time of each pipeline stage, read from the last ``make repro`` log (``reports/repro.log``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from unmasking import paths
+from unmasking import params as P
+
+
+def conv_flops(model) -> int:
+    """Forward FLOPs of one image through the model's convolutions (2 per multiply-add)."""
+    import keras
+
+    total = 0
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.Conv2D):
+            kh, kw = layer.kernel_size
+            cin = layer.input.shape[-1]
+            _, h, w, cout = layer.output.shape
+            total += 2 * kh * kw * cin * cout * h * w
+    return int(total)
+
+
+def matmul_gflops(n: int = 2048, repeats: int = 5) -> float:
+    """GFLOP/s of an n x n float32 matrix product in the Keras backend (best of ``repeats``)."""
+    import keras
+    from keras import ops
+
+    a = ops.convert_to_tensor(np.random.default_rng(0).random((n, n), dtype=np.float32))
+    keras.ops.convert_to_numpy(ops.matmul(a, a))
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        keras.ops.convert_to_numpy(ops.matmul(a, a))
+        best = min(best, time.perf_counter() - t)
+    return 2 * n**3 / best / 1e9
+
+
+def bench_training(name: str, cfg: dict, image_size: int, batch_size: int, n_images: int) -> dict[str, Any]:
+    from unmasking import models, train
+
+    train.seed_everything(0)
+    model = models.build(name, image_size, cfg)
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 255, (n_images, image_size, image_size, 3), dtype=np.uint8)
+    y = x.copy()
+    y[:, image_size // 2 :] = 255 - y[:, image_size // 2 :]
+    ds = train.PairBatches(x, y, batch_size, 0, mask_target=models.needs_mask_target(name))
+    model.fit(ds, epochs=1, verbose=0, shuffle=False)  # warm-up: tracing and compilation
+    t = time.perf_counter()
+    model.fit(ds, epochs=1, verbose=0, shuffle=False)
+    dt = time.perf_counter() - t
+    ips = n_images / dt
+    flops = 3 * conv_flops(model)
+    t = time.perf_counter()
+    model.predict(ds.x, batch_size=64, verbose=0)
+    infer = n_images / (time.perf_counter() - t)
+    return {"parameters": int(model.count_params()), "train_images_per_s": round(ips, 1),
+            "train_gflop_per_image": round(flops / 1e9, 3), "train_gflops_achieved": round(ips * flops / 1e9, 1),
+            "inference_images_per_s": round(infer, 1)}
+
+
+def bench_synthesis(faces_dir: Path, mask: str, n: int, image_size: int, workers: int) -> dict[str, Any]:
+    from unmasking import data
+
+    with tempfile.TemporaryDirectory() as tmp:
+        t = time.perf_counter()
+        col = data.collect_faces(faces_dir, mask, n, image_size, 0, True, workers, progress=False)
+        dt = time.perf_counter() - t
+    return {"pairs": len(col.pairs), "tried": col.tried, "seconds": round(dt, 2),
+            "pairs_per_s": round(len(col.pairs) / dt, 1), "workers": workers}
+
+
+def bench_local_copy(n: int, image_size: int, workers: int, side: int = 1024) -> dict[str, Any]:
+    from PIL import Image
+
+    from unmasking import data
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        (root / "with_mask").mkdir()
+        (root / "without_mask").mkdir()
+        rng = np.random.default_rng(0)
+        base = rng.integers(0, 255, (side // 8, side // 8, 3), dtype=np.uint8)
+        for i in range(n):
+            u = np.asarray(Image.fromarray(np.roll(base, i, axis=0)).resize((side, side), Image.BILINEAR))
+            m = u.copy()
+            m[side // 2 : side * 5 // 6, side // 4 : side * 3 // 4] = 240
+            Image.fromarray(u).save(root / "without_mask" / f"seed{i:04d}.png")
+            Image.fromarray(m).save(root / "with_mask" / f"with-mask-default-mask-seed{i:04d}.png")
+        t = time.perf_counter()
+        col = data.collect_local(root, n, image_size, 0, workers, progress=False)
+        dt = time.perf_counter() - t
+    return {"pairs": len(col.pairs), "image_side": side, "seconds": round(dt, 2),
+            "pairs_per_s": round(len(col.pairs) / dt, 1), "workers": workers}
+
+
+def bench_predict_photo(weights: Path | None, photo: Path | None, repeats: int = 5) -> dict[str, Any] | None:
+    """Milliseconds for one photo through ``unmask predict`` (model loaded once, as in a batch run)."""
+    from unmasking import cli, images
+
+    if photo is None or not photo.is_file():
+        return None
+    model, wpath = cli.load_weights(weights)
+    size = cli.model_size(model)
+    img = images.read_rgb(photo)
+    from unmasking import models
+
+    def once():
+        fs = cli.face_crops(img, size, "detect")
+        preds = images.to_uint8(models.predict_faces(model, np.stack([f.crop for f in fs]) / 255.0))
+        out = img
+        for f, p in zip(fs, preds):
+            out = cli.paste_back(out, p, f.box, "detect")
+        return out
+
+    once()
+    t = time.perf_counter()
+    for _ in range(repeats):
+        once()
+    return {"photo": photo.name, "size": f"{img.shape[1]}x{img.shape[0]}", "weights": wpath.name,
+            "ms_per_photo": round((time.perf_counter() - t) / repeats * 1000, 1)}
+
+
+def stage_times(log: Path) -> dict[str, Any] | None:
+    """Wall time of each stage from a ``make repro`` log (lines ``stage NAME: N s``)."""
+    if not log.is_file():
+        return None
+    times = {m.group(1): float(m.group(2)) for m in re.finditer(r"^stage (\w+): (\d+) s", log.read_text(), re.M)}
+    return {"from": str(log.relative_to(paths.PROJ_ROOT)) if log.is_relative_to(paths.PROJ_ROOT) else str(log),
+            "seconds": times, "total_s": round(sum(times.values()), 1)} if times else None
+
+
+def run(params_file: Path | None, out: Path, faces: Path | None, n_synth: int, n_local: int, n_train: int,
+        weights: Path | None, photo: Path | None, log: Path) -> dict[str, Any]:
+    import keras
+
+    p = P.load(params_file)
+    dl, tp = p["download"], p["train"]
+    size = dl["image_size"]
+    result: dict[str, Any] = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
+                                          "backend": keras.backend.backend()}, "image_size": size,
+                              "batch_size": tp["batch_size"]}
+    faces = faces or (paths.resolve(dl["faces"]) if dl["faces"] else None)
+    mask = str(paths.resolve(dl["mask"])) if dl["mask"] else ""
+    if faces and Path(faces).is_dir() and n_synth:
+        result["data_synthesis"] = bench_synthesis(Path(faces), mask, n_synth, size, dl["workers"])
+    if n_local:
+        result["data_local_copy"] = bench_local_copy(n_local, size, dl["workers"])
+    result["matmul_gflops"] = round(matmul_gflops(), 1)
+    result["training"] = {}
+    for name in tp["models"]:
+        r = bench_training(name, tp[name], size, tp["batch_size"], n_train)
+        r["share_of_matmul_ceiling"] = round(r["train_gflops_achieved"] / result["matmul_gflops"], 3)
+        result["training"][name] = r
+    try:
+        result["predict_one_photo"] = bench_predict_photo(weights, photo)
+    except Exception as e:  # no trained weights yet
+        result["predict_one_photo"] = {"error": str(e)}
+    result["stages"] = stage_times(log)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def print_table(r: dict[str, Any]) -> None:
+    print(f"machine: {r['machine']['cpus']} CPUs, {r['machine']['backend']}; image {r['image_size']} px, "
+          f"batch {r['batch_size']}")
+    for k in ("data_synthesis", "data_local_copy"):
+        if k in r:
+            print(f"{k:<28}{r[k]['pairs_per_s']:>10} pairs/s  ({r[k]['pairs']} pairs, {r[k]['workers']} workers)")
+    print(f"{'matmul ceiling':<28}{r['matmul_gflops']:>10} GFLOP/s")
+    for name, t in r["training"].items():
+        print(f"{'train ' + name:<28}{t['train_images_per_s']:>10} img/s  {t['train_gflop_per_image']} GFLOP/img  "
+              f"{t['train_gflops_achieved']} GFLOP/s = {t['share_of_matmul_ceiling']:.0%} of the ceiling; "
+              f"inference {t['inference_images_per_s']} img/s")
+    ph = r.get("predict_one_photo")
+    if ph and "ms_per_photo" in ph:
+        print(f"{'unmask predict, one photo':<28}{ph['ms_per_photo']:>10} ms  ({ph['size']}, {ph['weights']})")
+    if r.get("stages"):
+        s = r["stages"]
+        print("stages (" + s["from"] + "): " + ", ".join(f"{k} {v:.0f} s" for k, v in s["seconds"].items())
+              + f"; total {s['total_s']:.0f} s")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m unmasking.bench", description="Benchmark the study's speed.")
+    ap.add_argument("--params", type=Path, default=None)
+    ap.add_argument("--out", type=Path, default=paths.REPORTS_DIR / "bench.json")
+    ap.add_argument("--faces", type=Path, default=None, help="faces folder (default: download.faces)")
+    ap.add_argument("--n-synth", type=int, default=300)
+    ap.add_argument("--n-local", type=int, default=200)
+    ap.add_argument("--n-train", type=int, default=320)
+    ap.add_argument("--weights", type=Path, default=None)
+    ap.add_argument("--photo", type=Path, default=paths.SHARED_STYLEGAN_DIR / "0001.jpg")
+    ap.add_argument("--log", type=Path, default=paths.REPORTS_DIR / "repro.log")
+    args = ap.parse_args(argv)
+    r = run(args.params, args.out, args.faces, args.n_synth, args.n_local, args.n_train, args.weights, args.photo,
+            args.log)
+    print_table(r)
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

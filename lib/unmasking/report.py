@@ -1,0 +1,147 @@
+"""The study's front page, ``reports/index.html``, and the README's figure of generated faces.
+
+    python -m unmasking.report [--reports-dir R] [--models-dir M] [--data-dir D] [--figure PATH]
+
+The index links the four notebook reports and shows the headline table (``reports/metrics.json``) beside the paper's
+Table 1, the data summary (``reports/data.json``) and the model cards. The figure shows masked / original /
+predicted triplets made only from the in-domain generated faces (no real person), for the README.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import html
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from unmasking import paths
+
+HEADLINE = ("accuracy_paper", "mse", "psnr", "ssim", "masked_psnr", "masked_l1", "masked_ssim", "identity_distance",
+            "identity_match_rate")
+NOTEBOOKS = {"01-download": "the 3,000-pair subset: sources, rejections, in-domain set",
+             "02-explore": "pairs, mask coverage, split, sanity checks",
+             "03-train": "the paper's autoencoder and the mask-aware U-Net: model cards, curves",
+             "04-evaluate": "metrics, baselines, the paper's accuracy explained, best and worst cases"}
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4f}" if abs(v) < 10 else f"{v:.2f}"
+    return "–" if v is None else html.escape(str(v))
+
+
+def table_html(table: dict[str, dict[str, Any]], cols=HEADLINE) -> str:
+    head = "".join(f"<th>{c}</th>" for c in cols)
+    rows = "".join(f"<tr><th>{html.escape(m)}</th>" + "".join(f"<td>{_fmt(s.get(c))}</td>" for c in cols) + "</tr>"
+                   for m, s in table.items())
+    return f"<table><tr><th>method</th>{head}</tr>{rows}</table>"
+
+
+def markdown_table(table: dict[str, dict[str, Any]], cols=HEADLINE) -> str:
+    """The same table in Markdown (for the README)."""
+    lines = ["| method | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
+    for m, s in table.items():
+        lines.append(f"| {m} | " + " | ".join(_fmt(s.get(c)) for c in cols) + " |")
+    return "\n".join(lines)
+
+
+def triplet_figure(data_dir: Path, models_dir: Path, model_name: str, n: int = 4, seed: int = 0) -> bytes | None:
+    """PNG bytes of masked / original / predicted triplets from the generated-face test set (None without it)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from unmasking import data, evaluate, models, plots
+
+    ind = Path(data_dir) / "indomain"
+    weights = paths.model_path(model_name, models_dir)
+    if not (ind / paths.MANIFEST_NAME).is_file() or not weights.is_file():
+        return None
+    part = data.load_pairs(ind, ["test"])
+    pick = np.sort(np.random.default_rng(seed).choice(len(part["ids"]), size=min(n, len(part["ids"])), replace=False))
+    model = models.load(weights)
+    others = {name: models.load(paths.model_path(name, models_dir)) for name in ("paper_ae",)
+              if name != model_name and paths.model_path(name, models_dir).is_file()}
+    masked, truth = part["masked"][pick], part["unmasked"][pick]
+    cols = {"masked input": masked}
+    cols.update({name: evaluate.model_outputs(m, masked) for name, m in others.items()})
+    cols[model_name] = evaluate.model_outputs(model, masked)
+    cols["original"] = truth
+    rows = [[cols[c][i] for c in cols] for i in range(len(pick))]
+    fig = plots.image_grid(rows, list(cols), size=1.8)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
+    return buf.getvalue()
+
+
+def index_html(reports_dir: Path, models_dir: Path, figure: bytes | None) -> str:
+    reports_dir, models_dir = Path(reports_dir), Path(models_dir)
+    metrics = json.loads((reports_dir / "metrics.json").read_text())
+    datam = json.loads((reports_dir / "data.json").read_text()) if (reports_dir / "data.json").is_file() else {}
+    cards = {p.stem: json.loads(p.read_text()) for p in sorted(models_dir.glob("*.json"))}
+    parts = ["<h1>Predicting the unmasked face from a masked face: results</h1>",
+             "<p>A reproducible study of the paper's convolutional autoencoder (<code>paper_ae</code>), classical "
+             "inpainting and a mask-aware U-Net (<code>mask_unet</code>). The output of every method is a plausible "
+             "face that fits the visible part, not a recovery of the hidden one.</p>",
+             "<h2>Reports</h2><ul>"]
+    parts += [f'<li><a href="{n}.html">{n}</a>: {html.escape(d)}</li>' for n, d in NOTEBOOKS.items()]
+    parts.append("</ul>")
+    parts.append(f"<h2>Test split: {metrics['n_test']} pairs</h2><p>{html.escape(str(metrics['data_source']))}, "
+                 f"{metrics['image_size']} px, mask {html.escape(str(metrics.get('mask', '')))}.</p>")
+    parts.append(table_html(metrics["test"]))
+    if "indomain" in metrics:
+        ind = metrics["indomain"]
+        parts.append(f"<h2>In-domain check: {ind['n_test']} generated faces</h2>"
+                     f"<p>{html.escape(str(ind['data_source']))} (GAN faces aligned like Face Mask Lite's).</p>")
+        parts.append(table_html(ind["test"]))
+    parts.append("<h2>The paper's Table 1</h2><table><tr><th></th><th>accuracy</th><th>loss</th></tr>"
+                 "<tr><th>paper</th><td>91 %</td><td>3 %</td></tr></table>"
+                 "<p>The paper's accuracy is Keras's <code>CategoricalAccuracy</code> over pixels "
+                 "(<code>accuracy_paper</code> above); its loss is the MSE.</p>")
+    if figure:
+        b64 = base64.b64encode(figure).decode()
+        parts.append(f'<h2>Generated faces</h2><img alt="masked, predicted and original generated faces" '
+                     f'src="data:image/png;base64,{b64}">')
+    if datam:
+        s = datam.get("subset", {})
+        parts.append("<h2>Data</h2>" + table_html({"subset": s, **({"indomain": datam["indomain"]} if "indomain" in datam else {})},
+                                                 ("source", "used", "rejected", "landmark_success_rate", "seconds")))
+    if cards:
+        parts.append("<h2>Models</h2>" + table_html(cards, ("parameters", "epochs_run", "best_epoch", "wall_time_s",
+                                                              "train_images_per_s", "backend")))
+    from unmasking.stage import HTML_STYLE
+
+    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>Unmasking study: results</title>"
+            f"\n{HTML_STYLE}\n</head><body>\n" + "\n".join(parts) + "\n</body></html>\n")
+
+
+def build(reports_dir: Path, models_dir: Path, data_dir: Path, figure_path: Path | None, model_name: str) -> None:
+    fig = triplet_figure(data_dir, models_dir, model_name)
+    if figure_path is not None:
+        figure_path.parent.mkdir(parents=True, exist_ok=True)
+        if fig:
+            figure_path.write_bytes(fig)
+        else:
+            figure_path.unlink(missing_ok=True)
+    (Path(reports_dir) / "index.html").write_text(index_html(reports_dir, models_dir, fig))
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m unmasking.report", description="Build reports/index.html.")
+    ap.add_argument("--reports-dir", type=Path, default=paths.REPORTS_DIR)
+    ap.add_argument("--models-dir", type=Path, default=paths.MODELS_DIR)
+    ap.add_argument("--data-dir", type=Path, default=paths.DATA_DIR)
+    ap.add_argument("--figure", type=Path, default=paths.REPORTS_DIR / "figures" / "triplets-generated.png")
+    ap.add_argument("--model", default="mask_unet")
+    args = ap.parse_args(argv)
+    build(args.reports_dir, args.models_dir, args.data_dir, args.figure, args.model)
+    print(f"wrote {args.reports_dir / 'index.html'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

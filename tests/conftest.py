@@ -1,0 +1,83 @@
+"""Shared fixtures: small data the tests make themselves."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data"
+LFW = SHARED / "faces-lfw-deepfunneled" / "lfw-deepfunneled"
+STYLEGAN = SHARED / "faces-stylegan-boredhumans" / "images"
+DEFAULT_MASK = SHARED / "mask-templates" / "ohyicong-masksdetection" / "default-mask.png"
+
+needs_shared = pytest.mark.skipif(not LFW.is_dir(), reason="../shared/data is not present")
+
+
+def face_like(rng: np.random.Generator, size: int) -> np.ndarray:
+    """A smooth, face-coloured image with some texture (not a detectable face)."""
+    yy, xx = np.mgrid[0:size, 0:size] / size
+    base = np.stack([0.75 + 0.1 * np.sin(6 * xx + rng.random()), 0.55 + 0.1 * np.cos(5 * yy + rng.random()),
+                     0.45 + 0.05 * np.sin(4 * (xx + yy))], axis=-1)
+    noise = rng.normal(0, 0.03, (size, size, 3))
+    return np.clip((base + noise) * 255, 0, 255).astype(np.uint8)
+
+
+def white_mask(img: np.ndarray) -> np.ndarray:
+    """Paste a white mask-shaped blob over the lower centre."""
+    out = img.copy()
+    s = img.shape[0]
+    yy, xx = np.mgrid[0:s, 0:s]
+    blob = ((xx - s / 2) / (0.3 * s)) ** 2 + ((yy - 0.7 * s) / (0.18 * s)) ** 2 <= 1
+    out[blob] = (240, 240, 242)
+    return out
+
+
+def make_fml(root: Path, n: int, size: int = 64, seed: int = 0, mask: str = "default-mask") -> Path:
+    """A Face Mask Lite-layout folder with ``n`` pairs (seed0000.png ...)."""
+    rng = np.random.default_rng(seed)
+    (root / "with_mask").mkdir(parents=True, exist_ok=True)
+    (root / "without_mask").mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        u = face_like(rng, size)
+        Image.fromarray(u).save(root / "without_mask" / f"seed{i:04d}.png")
+        Image.fromarray(white_mask(u)).save(root / "with_mask" / f"with-mask-{mask}-seed{i:04d}.png")
+    return root
+
+
+@pytest.fixture
+def fml_dir(tmp_path: Path) -> Path:
+    return make_fml(tmp_path / "fml", 30)
+
+
+def tiny_params(tmp_path: Path, **download) -> Path:
+    """A copy of the project's params.yaml shrunk to a tiny, fast configuration."""
+    p = yaml.safe_load((ROOT / "params.yaml").read_text())
+    p["download"].update({"source": "local", "local": "", "n_pairs": 20, "image_size": 32, "min_pairs": 5,
+                          "workers": 1, "indomain_faces": "", "indomain_pairs": 0, **download})
+    p["train"].update({"batch_size": 4, "steps_per_epoch": 1, "patience": 1})
+    p["train"]["paper_ae"].update({"epochs": 1, "filters": [4, 8, 8]})
+    p["train"]["mask_unet"].update({"epochs": 1, "filters": [4, 8, 8, 8]})
+    p["evaluate"].update({"batch_size": 8, "n_examples": 2})
+    out = tmp_path / "params.yaml"
+    out.write_text(yaml.safe_dump(p, sort_keys=False))
+    return out
+
+
+@pytest.fixture
+def python() -> str:
+    return sys.executable
+
+
+def copy_tree(src: Path, dst: Path) -> Path:
+    shutil.copytree(src, dst)
+    return dst

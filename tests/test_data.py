@@ -1,0 +1,262 @@
+import csv
+import json
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+
+from unmasking import data, masks, params as P
+from unmasking.data import DataError
+
+from conftest import DEFAULT_MASK, LFW, ROOT, face_like, make_fml, needs_shared
+
+
+def dl_params(**kw):
+    p = yaml.safe_load((ROOT / "params.yaml").read_text())["download"]
+    p.update({"source": "local", "n_pairs": 20, "image_size": 32, "min_pairs": 5, "workers": 1, **kw})
+    return p
+
+
+def test_index_parses_mask_names_and_unpaired_files():
+    idx = data.index_fml([
+        "with_mask/with-mask-default-mask-seed0001.png", "without_mask/seed0001.png",
+        "with_mask/with-mask-blue-mask-seed0001.png",
+        "with_mask/with-mask-default-mask-a-b.jpg", "without_mask/a-b.jpg",
+        "with_mask/with-mask-default-mask-seed0002.png",  # no partner
+        "without_mask/seed0003.png",  # no partner
+        "notes/readme.txt", "stray.png",
+    ])
+    assert ("with_mask/with-mask-default-mask-seed0001.png", "without_mask/seed0001.png", "default-mask") in idx.pairs
+    assert ("with_mask/with-mask-blue-mask-seed0001.png", "without_mask/seed0001.png", "blue-mask") in idx.pairs
+    assert ("with_mask/with-mask-default-mask-a-b.jpg", "without_mask/a-b.jpg", "default-mask") in idx.pairs
+    assert idx.unpaired_masked == ["with_mask/with-mask-default-mask-seed0002.png"]
+    assert idx.unpaired_unmasked == ["without_mask/seed0003.png"]
+    assert set(idx.ignored) == {"notes/readme.txt", "stray.png"}
+
+
+def _add_bad_files(root: Path):
+    (root / "with_mask" / "with-mask-default-mask-seed0900.png").write_bytes(b"")  # zero bytes
+    Image.fromarray(face_like(np.random.default_rng(9), 64)).save(root / "without_mask" / "seed0900.png")
+    png = (root / "with_mask" / "with-mask-default-mask-seed0001.png").read_bytes()
+    (root / "with_mask" / "with-mask-default-mask-seed0901.png").write_bytes(png[: len(png) // 3])  # truncated
+    (root / "without_mask" / "seed0901.png").write_bytes((root / "without_mask" / "seed0001.png").read_bytes())
+    (root / "with_mask" / "with-mask-default-mask-seed0902.png").write_text("not an image")
+    (root / "without_mask" / "seed0902.png").write_text("not an image either")
+    (root / "with_mask" / "with-mask-default-mask-seed0903.png").write_bytes(
+        (root / "with_mask" / "with-mask-default-mask-seed0002.png").read_bytes())  # unpaired
+    (root / "without_mask" / "seed0904.png").write_bytes((root / "without_mask" / "seed0003.png").read_bytes())
+    Image.new("RGB", (10, 10)).save(root / "with_mask" / "with-mask-default-mask-seed0905.png")  # too small
+    Image.new("RGB", (10, 10)).save(root / "without_mask" / "seed0905.png")
+    Image.fromarray(face_like(np.random.default_rng(1), 64)).save(root / "without_mask" / "seed0906.png")
+    Image.fromarray(face_like(np.random.default_rng(1), 48)).save(root / "with_mask" / "with-mask-default-mask-seed0906.png")
+    u = face_like(np.random.default_rng(2), 64)
+    Image.fromarray(u).save(root / "without_mask" / "seed0907.png")
+    Image.fromarray(u).save(root / "with_mask" / "with-mask-default-mask-seed0907.png")  # identical: no mask
+
+
+def test_local_folder_uses_good_pairs_and_names_every_rejection(tmp_path, fml_dir):
+    _add_bad_files(fml_dir)
+    dl = dl_params(local=str(fml_dir), n_pairs=100)
+    s = data.build_subset(dl, 1, tmp_path / "subset", progress=False)
+    assert s["used"] == 30 and s["source"] == "local"
+    reasons = {Path(r["file"]).name: r["reason"] for r in s["rejected_files"]}
+    assert reasons["with-mask-default-mask-seed0900.png"] == "empty file"
+    assert reasons["with-mask-default-mask-seed0901.png"] == "truncated or corrupt"
+    assert reasons["with-mask-default-mask-seed0902.png"] == "not an image"
+    assert reasons["with-mask-default-mask-seed0903.png"] == "unpaired masked image"
+    assert reasons["seed0904.png"] == "unpaired unmasked image"
+    assert reasons["with-mask-default-mask-seed0905.png"] == "too small"
+    assert "differs" in next(r["detail"] for r in s["rejected_files"] if "0906" in r["file"])
+    assert "identical" in next(r["detail"] for r in s["rejected_files"] if "0907" in r["file"])
+    assert s["short_by"] == 70
+    rows = list(csv.DictReader(open(tmp_path / "subset" / "manifest.csv")))
+    assert len(rows) == 30 and set(r["split"] for r in rows) <= {"train", "val", "test"}
+    assert sum(r["split"] == "test" for r in rows) == 6  # 20 % of 30
+    for r in rows[:3]:
+        m = np.asarray(Image.open(tmp_path / "subset" / r["masked_file"]))
+        u = np.asarray(Image.open(tmp_path / "subset" / r["unmasked_file"]))
+        assert m.shape == (32, 32, 3) and data.check_pair(m, u)["ok"]
+        assert data.images.sha256_file(tmp_path / "subset" / r["masked_file"]) == r["masked_sha256"]
+
+
+def test_too_little_data_fails_clearly(tmp_path):
+    root = make_fml(tmp_path / "few", 3)
+    with pytest.raises(DataError, match=r"only 3 usable pairs .*min_pairs = 5"):
+        data.build_subset(dl_params(local=str(root)), 1, tmp_path / "subset", progress=False)
+    assert not (tmp_path / "subset").exists()
+
+
+@pytest.mark.parametrize("layout, message", [("empty", "no pairs in Face Mask Lite layout"),
+                                              ("wrong", "no pairs in Face Mask Lite layout"),
+                                              ("missing", "does not exist")])
+def test_wrong_layouts(tmp_path, layout, message):
+    root = tmp_path / "copy"
+    if layout != "missing":
+        root.mkdir()
+    if layout == "wrong":
+        (root / "faces").mkdir()
+        Image.new("RGB", (64, 64)).save(root / "faces" / "a.png")
+    with pytest.raises(DataError, match=message):
+        data.build_subset(dl_params(local=str(root)), 1, tmp_path / "subset", progress=False)
+
+
+def test_empty_faces_folder(tmp_path):
+    (tmp_path / "faces").mkdir()
+    with pytest.raises(DataError, match="holds no image files"):
+        data.build_subset(dl_params(source="faces", faces=str(tmp_path / "faces"), mask=""), 1,
+                          tmp_path / "subset", progress=False)
+
+
+def _zip(path: Path, members: dict[str, bytes]) -> Path:
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, content in members.items():
+            zf.writestr(name, content)
+    return path
+
+
+@pytest.mark.parametrize("bad", ["../evil.png", "/abs/evil.png", "with_mask/../../evil.png", "C:/evil.png"])
+def test_zip_members_escaping_the_folder_are_refused(tmp_path, bad):
+    z = _zip(tmp_path / "copy.zip", {"with_mask/ok.png": b"x", bad: b"x"})
+    with pytest.raises(DataError, match="escapes the target folder"):
+        data.safe_extract(z, tmp_path / "out")
+    assert not (tmp_path / "evil.png").exists() and not (tmp_path / "out").exists()
+
+
+def test_zip_bomb_like_member_is_refused(tmp_path):
+    z = tmp_path / "bomb.zip"
+    with zipfile.ZipFile(z, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("without_mask/seed0001.png", b"\0" * (3 << 20))
+    with pytest.raises(DataError, match="zip bomb"):
+        data.safe_extract(z, tmp_path / "out", max_member_bytes=1 << 20)
+    with pytest.raises(DataError, match="zip bomb"):
+        data.safe_extract(z, tmp_path / "out2")  # 3 MB of zeros compresses > 200x
+
+
+def test_local_zip_source(tmp_path, fml_dir):
+    z = tmp_path / "face-mask-lite.zip"
+    with zipfile.ZipFile(z, "w") as zf:
+        for f in sorted(fml_dir.rglob("*.png")):
+            zf.write(f, "face-mask-lite/" + f.relative_to(fml_dir).as_posix())
+    s = data.build_subset(dl_params(local=str(z), n_pairs=12), 3, tmp_path / "subset", raw_dir=tmp_path / "raw",
+                          progress=False)
+    assert s["used"] == 12 and s["found"] == 30
+    extracted = list((tmp_path / "raw").rglob("*.png"))
+    assert 24 <= len(extracted) < 60  # only the chosen pairs (plus a small margin) were extracted
+
+
+def test_same_params_give_byte_identical_outputs_and_another_seed_another_selection(tmp_path, fml_dir):
+    dl = dl_params(local=str(fml_dir), n_pairs=15)
+    data.build_subset(dl, 5, tmp_path / "a", progress=False)
+    data.build_subset(dl, 5, tmp_path / "b", progress=False)
+    data.build_subset(dl, 6, tmp_path / "c", progress=False)
+    files = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*") if p.is_file())
+    for f in files:
+        if f.name == "summary.json":
+            continue
+        assert (tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes(), f
+    sa = json.loads((tmp_path / "a" / "summary.json").read_text())
+    sb = json.loads((tmp_path / "b" / "summary.json").read_text())
+    for s in (sa, sb):
+        s.pop("seconds"), s.pop("pairs_per_s")
+    assert sa == sb
+    src = lambda d: [r["source_unmasked"] for r in csv.DictReader(open(tmp_path / d / "manifest.csv"))]
+    assert src("a") != src("c")
+
+
+def test_split_keeps_identities_apart():
+    groups = [f"person{i // 3}" for i in range(90)]  # 30 people, 3 images each
+    splits = data.split_groups(groups, 0.2, 0.1, seed=0)
+    by_person = {}
+    for g, s in zip(groups, splits):
+        by_person.setdefault(g, set()).add(s)
+    assert all(len(v) == 1 for v in by_person.values())
+    assert splits.count("test") == 18 and splits.count("val") == 9
+
+
+def test_interrupted_write_leaves_no_complete_looking_subset(tmp_path, fml_dir, monkeypatch):
+    dl = dl_params(local=str(fml_dir), n_pairs=10)
+    data.build_subset(dl, 1, tmp_path / "subset", progress=False)
+    before = (tmp_path / "subset" / "manifest.csv").read_bytes()
+    calls = {"n": 0}
+    real = data.images.write_png
+
+    def dying(arr, path):
+        calls["n"] += 1
+        if calls["n"] > 5:
+            raise KeyboardInterrupt("killed")
+        return real(arr, path)
+
+    monkeypatch.setattr(data.images, "write_png", dying)
+    with pytest.raises(KeyboardInterrupt):
+        data.build_subset(dl_params(local=str(fml_dir), n_pairs=12), 2, tmp_path / "subset", progress=False)
+    assert (tmp_path / "subset" / "manifest.csv").read_bytes() == before  # the old subset is untouched
+    partial = tmp_path / ".subset.partial"
+    assert not (partial / "manifest.csv").exists()  # a half-written folder never has a manifest
+
+
+def test_faces_without_detectable_faces_are_counted(tmp_path):
+    faces = tmp_path / "faces" / "Some_Person"
+    faces.mkdir(parents=True)
+    for i in range(3):
+        Image.fromarray(face_like(np.random.default_rng(i), 64)).save(faces / f"Some_Person_{i:04d}.jpg")
+    with pytest.raises(DataError, match=r"no face found \(1\)"):  # one image per identity by default
+        data.build_subset(dl_params(source="faces", faces=str(tmp_path / "faces"), mask=""), 1, tmp_path / "s",
+                          progress=False)
+
+
+@needs_shared
+def test_real_faces_get_the_mask_over_nose_and_mouth(tmp_path):
+    dl = dl_params(source="faces", faces=str(LFW), mask=str(DEFAULT_MASK), n_pairs=8, image_size=128, workers=2)
+    s = data.build_subset(dl, 0, tmp_path / "subset", progress=False)
+    assert s["used"] == 8
+    rows = list(csv.DictReader(open(tmp_path / "subset" / "manifest.csv")))
+    assert len({r["identity"] for r in rows}) == 8
+    for r in rows:
+        m = np.asarray(Image.open(tmp_path / "subset" / r["masked_file"]))
+        u = np.asarray(Image.open(tmp_path / "subset" / r["unmasked_file"]))
+        c = data.check_pair(m, u)
+        assert c["ok"], c
+        assert 0.10 <= c["coverage"] <= 0.50
+        assert c["centre_y"] > 0.5  # the mask sits below the centre of the crop
+
+
+@needs_shared
+def test_drawn_mask_without_template(tmp_path):
+    dl = dl_params(source="faces", faces=str(LFW), mask="", n_pairs=3, image_size=64)
+    s = data.build_subset(dl, 0, tmp_path / "subset", progress=False)
+    assert s["mask"].startswith("drawn") and s["used"] == 3
+    assert 0.10 <= s["mask_coverage"]["median"] <= 0.5
+
+
+def test_template_placement_follows_face_mask_lite():
+    lm = np.zeros((68, 2))
+    lm[0:17] = [(20 + 5 * i, 60 + (8 - abs(8 - i)) * 4) for i in range(17)]  # a V-shaped jaw, chin at (60, 92)
+    lm[27:31] = [(60, 40 + 5 * i) for i in range(4)]  # nose bridge; nose point = lm[28] = (60, 45)
+    left_w, right_w, height, bx, by = masks.template_placement(lm, (247, 128))
+    assert height == 47  # |(60, 45) - (60, 92)|
+    assert left_w == int(30 * 1.2) and right_w == int(30 * 1.2)  # jaw points 2 and 14 are 30 px off the line
+    assert abs((bx + (left_w + right_w) / 2) - 60) <= 2 and abs((by + height / 2) - 68.5) <= 2
+    img = np.zeros((128, 128, 3), np.uint8)
+    tpl = np.zeros((20, 40, 4), np.uint8)
+    tpl[..., :3], tpl[..., 3] = 255, 255
+    out = masks.paste_template(img, lm, tpl)
+    ys, xs = np.nonzero(out.any(-1))
+    assert xs.min() >= bx and xs.max() < bx + left_w + right_w and ys.min() >= by and ys.max() < by + height
+
+
+@needs_shared
+def test_duplicate_faces_are_used_once(tmp_path):
+    src = sorted(LFW.glob("*/*.jpg"))[:3]
+    faces = tmp_path / "faces"
+    faces.mkdir()
+    for i, f in enumerate(src):
+        (faces / f"p{i}.jpg").write_bytes(f.read_bytes())
+    (faces / "p0-copy.jpg").write_bytes(src[0].read_bytes())
+    s = data.build_subset(dl_params(source="faces", faces=str(faces), mask=str(DEFAULT_MASK), n_pairs=10, min_pairs=1,
+                                    image_size=64), 0, tmp_path / "subset", progress=False)
+    dup = [r for r in s["rejected_files"] if r["reason"] == "duplicate file"]
+    assert len(dup) == 1 and s["used"] == s["tried"] - s["rejected"]
+    assert {dup[0]["file"], dup[0]["detail"].split()[-1]} == {"p0.jpg", "p0-copy.jpg"}

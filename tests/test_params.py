@@ -1,0 +1,75 @@
+from pathlib import Path
+
+import pytest
+import yaml
+
+from unmasking import params as P
+
+from conftest import ROOT
+
+
+def _write(tmp_path: Path, mutate) -> Path:
+    p = yaml.safe_load((ROOT / "params.yaml").read_text())
+    mutate(p)
+    f = tmp_path / "params.yaml"
+    f.write_text(yaml.safe_dump(p))
+    return f
+
+
+def test_project_params_are_valid():
+    p = P.load()
+    assert p["download"]["n_pairs"] == 3000 and p["download"]["test_fraction"] == 0.2
+
+
+@pytest.mark.parametrize("mutate, key", [
+    (lambda p: p["train"].update(epochs_typo=3), "train.epochs_typo"),
+    (lambda p: p.update(extra={}), "extra"),
+    (lambda p: p["download"].update(n_pairs="many"), "download.n_pairs"),
+    (lambda p: p["download"].update(image_size=100), "download.image_size"),
+    (lambda p: p["download"].update(test_fraction=1.5), "download.test_fraction"),
+    (lambda p: p["download"].update(test_fraction=0.5, val_fraction=1.0), "download.val_fraction"),
+    (lambda p: p["train"]["paper_ae"].update(epochs=-1), "train.paper_ae.epochs"),
+    (lambda p: p["train"].update(models=["paper_ae", "gan"]), "train.models"),
+    (lambda p: p["train"]["mask_unet"].update(learning_rate=0), "train.mask_unet.learning_rate"),
+    (lambda p: p["download"].update(source="ftp"), "download.source"),
+    (lambda p: p["download"].update(one_per_identity="yes"), "download.one_per_identity"),
+    (lambda p: p["base"].pop("seed"), "base.seed"),
+])
+def test_bad_params_name_the_key(tmp_path, mutate, key):
+    with pytest.raises(P.ParamsError) as e:
+        P.load(_write(tmp_path, mutate))
+    assert str(e.value).startswith(key + ":")
+
+
+def test_set_keeps_comments_and_validates(tmp_path):
+    f = tmp_path / "params.yaml"
+    f.write_text((ROOT / "params.yaml").read_text())
+    P.set_values(["download.source=local", "download.local=some/folder", "download.n_pairs=100"], f)
+    text = f.read_text()
+    assert "# Every tunable number" in text
+    p = P.load(f)
+    assert (p["download"]["source"], p["download"]["local"], p["download"]["n_pairs"]) == ("local", "some/folder", 100)
+    before = f.read_text()
+    with pytest.raises(P.ParamsError, match="download.image_size"):
+        P.set_values(["download.image_size=33"], f)
+    with pytest.raises(P.ParamsError, match="download.nope"):
+        P.set_values(["download.nope=1"], f)
+    assert f.read_text() == before
+
+
+def test_cli_reports_the_key_and_exits_non_zero(tmp_path, capsys):
+    f = _write(tmp_path, lambda p: p["train"].update(batch_size=-4))
+    assert P.main(["check", "--file", str(f)]) == 2
+    assert "train.batch_size" in capsys.readouterr().err
+
+
+def test_stage_refuses_bad_params_before_any_work(tmp_path, python):
+    import subprocess
+
+    f = _write(tmp_path, lambda p: p["download"].update(image_size=50))
+    r = subprocess.run([python, "-m", "unmasking.stage", "download", "--params", str(f), "--data-dir",
+                        str(tmp_path / "data"), "--reports-dir", str(tmp_path / "reports")],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2
+    assert "download.image_size" in r.stderr
+    assert not (tmp_path / "data").exists() and not (tmp_path / "reports").exists()
