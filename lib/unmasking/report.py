@@ -78,7 +78,23 @@ def triplet_figure(data_dir: Path, models_dir: Path, model_name: str, n: int = 4
     return buf.getvalue()
 
 
+def _notice_png(text: str) -> bytes:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 0.8))
+    ax.axis("off")
+    ax.text(0.5, 0.5, text, ha="center", va="center")
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=80)
+    plt.close(fig)
+    return buf.getvalue()
+
+
 def index_html(reports_dir: Path, models_dir: Path, figure: bytes | None) -> str:
+    """The front page: links, headline tables, the generated-face figure, data summary and model cards."""
     reports_dir, models_dir = Path(reports_dir), Path(models_dir)
     metrics = json.loads((reports_dir / "metrics.json").read_text())
     datam = json.loads((reports_dir / "data.json").read_text()) if (reports_dir / "data.json").is_file() else {}
@@ -121,12 +137,10 @@ def index_html(reports_dir: Path, models_dir: Path, figure: bytes | None) -> str
 
 def build(reports_dir: Path, models_dir: Path, data_dir: Path, figure_path: Path | None, model_name: str) -> None:
     fig = triplet_figure(data_dir, models_dir, model_name)
+    fig = fig or _notice_png("no generated-face test set (download.indomain_faces is empty)")
     if figure_path is not None:
         figure_path.parent.mkdir(parents=True, exist_ok=True)
-        if fig:
-            figure_path.write_bytes(fig)
-        else:
-            figure_path.unlink(missing_ok=True)
+        figure_path.write_bytes(fig)
     (Path(reports_dir) / "index.html").write_text(index_html(reports_dir, models_dir, fig))
 
 
