@@ -31,7 +31,7 @@ def run(*args, cwd=None):
 
 
 def test_help_on_every_subcommand():
-    for args in ([], ["predict"], ["evaluate"]):
+    for args in ([], ["predict"], ["evaluate"], ["synthesize"]):
         r = run(*args, "--help")
         assert r.returncode == 0 and "usage: unmask" in r.stdout
 
@@ -127,3 +127,20 @@ def test_evaluate_agrees_with_the_library(tmp_path, weights):
     for method in ("masked_input", "mask_unet"):
         for k in ("mse", "masked_psnr", "masked_l1", "accuracy_paper"):
             assert got["by_mask"]["default-mask"][method][k] == pytest.approx(lib[method][k], rel=1e-4)
+
+
+@needs_shared
+def test_synthesize_then_evaluate_with_face_detection(tmp_path, weights):
+    from conftest import DEFAULT_MASK
+
+    faces = tmp_path / "faces"
+    faces.mkdir()
+    for f in sorted(STYLEGAN.glob("*.jpg"))[:3]:
+        (faces / f.name).write_bytes(f.read_bytes())
+    (faces / "blank.jpg").write_bytes((tmp_path / "x").write_bytes(b"") or b"")  # an empty file is skipped
+    written, skipped = cli.synthesize_dir(faces, tmp_path / "pairs", DEFAULT_MASK, progress=False)
+    assert written == 3 and len(skipped) == 1
+    assert (tmp_path / "pairs" / "with_mask" / "with-mask-default-mask-0001.png").is_file()
+    result = cli.evaluate_dir(tmp_path / "pairs", weights, "detect", identity=True, progress=False)
+    assert result["n_test"] == 3 and list(result["by_mask"]) == ["default-mask"]
+    assert result["test"]["masked_input"]["masked_psnr"] < 20  # the mask is inside the crop

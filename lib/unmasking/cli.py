@@ -2,6 +2,7 @@
 
     unmask predict INPUT... --out DIR [--weights PATH] [--crop detect|none] [--batch-size N]
     unmask evaluate PAIRS_DIR [--weights PATH] [--crop detect|none] [--json FILE]
+    unmask synthesize FACES_DIR --out DIR [--mask PNG]
 
 ``predict`` finds each face (dlib's detector, offline), takes the same face-centred square crop as the training data
 (from the 68 landmarks), unmasks it at the model's size and pastes the result back into the photo at full resolution
@@ -290,6 +291,46 @@ def format_table(result: dict[str, Any]) -> str:
 
 
 # ---------------------------------------------------------------------------------------------------------------------
+# synthesize
+
+
+def synthesize_dir(faces_dir: Path, out_dir: Path, mask: Path | None = None, progress: bool = True
+                   ) -> tuple[int, list[dict[str, str]]]:
+    """Mask every face photo of a folder the way Face Mask Lite did, at full size, into Face Mask Lite layout.
+
+    Writes ``without_mask/<stem>.png`` and ``with_mask/with-mask-<mask name>-<stem>.png``; returns the number of
+    pairs written and the photos skipped (with the reason).
+    """
+    from tqdm import tqdm
+
+    from unmasking import faces, masks
+
+    faces_dir, out_dir = Path(faces_dir), Path(out_dir)
+    if not faces_dir.is_dir():
+        raise CliError(f"{faces_dir}: no such folder")
+    template = masks.load_template(mask) if mask else None
+    mask_name = Path(mask).stem if mask else "drawn-mask"
+    (out_dir / "with_mask").mkdir(parents=True, exist_ok=True)
+    (out_dir / "without_mask").mkdir(parents=True, exist_ok=True)
+    files = sorted(f for f in faces_dir.rglob("*") if f.is_file() and images.is_image_name(f.name))
+    written, skipped = 0, []
+    for f in tqdm(files, desc="masking", disable=None if progress else True):
+        try:
+            img = images.read_rgb(f)
+            box = faces.central_face(img)
+            if box is None:
+                raise ImageError(f"{f.name}: no face found")
+            masked = masks.apply_mask(img, faces.landmarks(img, box), template)
+        except ImageError as e:
+            skipped.append({"file": str(f), "reason": str(e).split(": ", 1)[-1]})
+            continue
+        images.write_png(img, out_dir / "without_mask" / f"{f.stem}.png")
+        images.write_png(masked, out_dir / "with_mask" / f"with-mask-{mask_name}-{f.stem}.png")
+        written += 1
+    return written, skipped
+
+
+# ---------------------------------------------------------------------------------------------------------------------
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -312,6 +353,12 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--json", type=Path, default=None, metavar="FILE", help="write the metrics as JSON")
     e.add_argument("--batch-size", type=int, default=32)
     e.add_argument("--no-identity", action="store_true", help="skip the face-embedding metrics (faster)")
+    s = sub.add_parser("synthesize", help="mask a folder of faces into Face Mask Lite layout",
+                       description="Mask every face photo of a folder the way Face Mask Lite did (dlib landmarks, "
+                       "the overlay placed from nose bridge and chin), at full size, into Face Mask Lite layout.")
+    s.add_argument("faces_dir", type=Path, metavar="FACES_DIR")
+    s.add_argument("--out", required=True, type=Path, metavar="DIR")
+    s.add_argument("--mask", type=Path, default=None, help="an RGBA mask overlay (default: the drawn white mask)")
     return ap
 
 
@@ -330,6 +377,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{ok} of {len(results)} photos unmasked into {args.out} ({dt:.1f} s, {ok / dt:.1f} photos/s); "
                   f"status of each in {args.out / 'unmask.csv'}")
             return 1 if failed else 0
+        if args.command == "synthesize":
+            written, skipped = synthesize_dir(args.faces_dir, args.out, args.mask)
+            for sk in skipped:
+                print(f"skipped: {sk['file']}: {sk['reason']}", file=sys.stderr)
+            print(f"{written} pairs written to {args.out} ({len(skipped)} photos skipped)")
+            return 0 if written else 1
         result = evaluate_dir(args.pairs_dir, args.weights, args.crop, args.batch_size, not args.no_identity)
         print(format_table(result))
         for s in result["skipped"]:
