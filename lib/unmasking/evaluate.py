@@ -92,35 +92,57 @@ def face_box(size: int) -> tuple[int, int, int, int]:
     return int(cx - half), int(cy - half), int(cx + half), int(cy + half)
 
 
-class IdentityScorer:
-    """dlib face embeddings for identity metrics. The box comes from detecting the face on the true image
-    (upsampled, as crops are small); when none is found the crop's known face box is used and counted."""
+def _identity_one(task: tuple[np.ndarray, list[np.ndarray]]) -> tuple[bool, list[float]]:
+    """Embedding distances of each output to the true face; the face box is detected on the true image (upsampled,
+    as crops are small) and shared by all outputs; when none is found the crop's known face box is used."""
+    from unmasking import faces
 
-    def __init__(self) -> None:
-        self.fallbacks = 0
-        self.failures = 0
+    truth, outs = task
+    boxes = faces.detect_faces(truth, upsample=1)
+    fallback = not boxes
+    box = boxes[0] if boxes else face_box(truth.shape[0])
 
-    def box_for(self, truth: np.ndarray) -> tuple[int, int, int, int]:
-        from unmasking import faces
-
-        boxes = faces.detect_faces(truth, upsample=1)
-        if boxes:
-            return boxes[0]
-        self.fallbacks += 1
-        return face_box(truth.shape[0])
-
-    def embed(self, img: np.ndarray, box) -> np.ndarray | None:
-        from unmasking import faces
-
+    def embed(img):
         try:
             return faces.embedding(img, box)
         except RuntimeError:
-            self.failures += 1
             return None
+
+    e_true = embed(truth)
+    return fallback, [metrics.identity_distance(embed(o), e_true) for o in outs]
+
+
+def identity_distances(unmasked: np.ndarray, outputs: dict[str, np.ndarray], workers: int = 2,
+                       progress: bool = True) -> tuple[dict[str, np.ndarray], int]:
+    """dlib embedding distance of every method's output to the true face, per image: ({method: (N,)}, fallbacks).
+
+    dlib computes one embedding on one core; the pairs are spread over ``workers`` processes.
+    """
+    import multiprocessing as mp
+
+    from tqdm import tqdm
+
+    names = list(outputs)
+    tasks = ((unmasked[i], [outputs[n][i] for n in names]) for i in range(len(unmasked)))
+    results = []
+    bar = tqdm(total=len(unmasked), desc="identity", disable=None if progress else True, mininterval=2.0)
+    if workers > 1:
+        ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+        with ctx.Pool(workers) as pool:
+            for r in pool.imap(_identity_one, tasks, chunksize=8):
+                results.append(r)
+                bar.update(1)
+    else:
+        for t in tasks:
+            results.append(_identity_one(t))
+            bar.update(1)
+    bar.close()
+    dist = {n: np.array([r[1][j] for r in results], np.float64) for j, n in enumerate(names)}
+    return dist, int(sum(r[0] for r in results))
 
 
 def evaluate(masked: np.ndarray, unmasked: np.ndarray, ids: list[str], outputs: dict[str, np.ndarray],
-             identity: bool = True, progress: bool = True) -> list[dict[str, Any]]:
+             identity: bool = True, progress: bool = True, workers: int = 2) -> list[dict[str, Any]]:
     """Per-image metrics of every method's ``outputs`` (uint8, aligned with ``masked``/``unmasked``).
 
     Returns one row per (method, image): ``method``, ``pair_id``, the pixel metrics, ``identity_distance`` and
@@ -128,24 +150,21 @@ def evaluate(masked: np.ndarray, unmasked: np.ndarray, ids: list[str], outputs: 
     """
     from tqdm import tqdm
 
-    scorer = IdentityScorer() if identity else None
     rows = []
-    for i in tqdm(range(len(ids)), desc="evaluating", disable=None if progress else True, mininterval=2.0):
+    for i in tqdm(range(len(ids)), desc="pixel metrics", disable=None if progress else True, mininterval=2.0):
         m = masked[i].astype(np.float32) / 255
         u = unmasked[i].astype(np.float32) / 255
-        if scorer:
-            box = scorer.box_for(unmasked[i])
-            e_true = scorer.embed(unmasked[i], box)
         for name, out in outputs.items():
-            row = {"method": name, "pair_id": ids[i], **metrics.image_metrics(out[i].astype(np.float32) / 255, u, m)}
-            if scorer:
-                d = metrics.identity_distance(scorer.embed(out[i], box), e_true)
-                row["identity_distance"] = d
-                row["identity_match"] = None if np.isnan(d) else bool(d < metrics.IDENTITY_THRESHOLD)
-            rows.append(row)
-    if scorer:
-        for r in rows:
-            r["identity_box_fallback"] = scorer.fallbacks
+            rows.append({"method": name, "pair_id": ids[i],
+                         **metrics.image_metrics(out[i].astype(np.float32) / 255, u, m)})
+    if identity:
+        dist, fallbacks = identity_distances(unmasked, outputs, workers, progress)
+        names = list(outputs)
+        for k, row in enumerate(rows):
+            d = float(dist[row["method"]][k // len(names)])
+            row["identity_distance"] = d
+            row["identity_match"] = None if np.isnan(d) else bool(d < metrics.IDENTITY_THRESHOLD)
+            row["identity_box_fallback"] = fallbacks
     return rows
 
 

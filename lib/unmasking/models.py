@@ -31,7 +31,16 @@ from keras import layers, ops
 PACKAGE = "unmasking"
 
 
-def paper_ae(image_size: int = 128, filters: tuple[int, ...] = (16, 32, 64), learning_rate: float = 1e-3) -> keras.Model:
+def learning_rate(cfg: dict, steps_per_epoch: int | None = None):
+    """The optimiser's learning rate: constant, or (``lr_schedule: cosine``) a cosine from ``learning_rate`` down to
+    5 % of it over all ``epochs`` x ``steps_per_epoch`` steps."""
+    lr = cfg["learning_rate"]
+    if cfg.get("lr_schedule", "constant") == "cosine" and steps_per_epoch:
+        return keras.optimizers.schedules.CosineDecay(lr, decay_steps=max(1, cfg["epochs"] * steps_per_epoch), alpha=0.05)
+    return lr
+
+
+def paper_ae(image_size: int = 128, filters: tuple[int, ...] = (16, 32, 64), learning_rate=1e-3) -> keras.Model:
     """The paper's convolutional autoencoder, compiled as the paper did (MSE, Adam, ``metrics=["accuracy"]``)."""
     inputs = keras.Input((image_size, image_size, 3), name="masked")
     x = inputs
@@ -143,20 +152,21 @@ class UnmaskLoss(keras.losses.Loss):
                 "ssim_weight": self.ssim_weight}
 
 
-def compile_mask_unet(model: keras.Model, learning_rate: float, hole_weight: float, mask_weight: float,
+def compile_mask_unet(model: keras.Model, learning_rate, hole_weight: float, mask_weight: float,
                       ssim_weight: float) -> keras.Model:
     model.compile(optimizer=keras.optimizers.Adam(learning_rate),
                   loss=UnmaskLoss(hole_weight=hole_weight, mask_weight=mask_weight, ssim_weight=ssim_weight))
     return model
 
 
-def build(name: str, image_size: int, cfg: dict) -> keras.Model:
+def build(name: str, image_size: int, cfg: dict, steps_per_epoch: int | None = None) -> keras.Model:
     """Build and compile model ``name`` from its ``train.<name>`` params section."""
+    lr = learning_rate(cfg, steps_per_epoch)
     if name == "paper_ae":
-        return paper_ae(image_size, tuple(cfg["filters"]), cfg["learning_rate"])
+        return paper_ae(image_size, tuple(cfg["filters"]), lr)
     if name == "mask_unet":
         model = mask_unet(image_size, tuple(cfg["filters"]))
-        return compile_mask_unet(model, cfg["learning_rate"], cfg["hole_weight"], cfg["mask_weight"], cfg["ssim_weight"])
+        return compile_mask_unet(model, lr, cfg["hole_weight"], cfg["mask_weight"], cfg["ssim_weight"])
     raise ValueError(f"unknown model {name!r}")
 
 

@@ -122,10 +122,12 @@ SCHEMA: dict[str, Any] = {
         "steps_per_epoch": _int(0),
         "distribute": _bool,
         "deterministic": _bool,
-        "paper_ae": {"epochs": _int(0, 10_000), "learning_rate": _float(0.0, 1.0, open_lo=True), "filters": _filters(3)},
+        "paper_ae": {"epochs": _int(0, 10_000), "learning_rate": _float(0.0, 1.0, open_lo=True),
+                     "lr_schedule": _choice("constant", "cosine"), "filters": _filters(3)},
         "mask_unet": {
             "epochs": _int(0, 10_000),
             "learning_rate": _float(0.0, 1.0, open_lo=True),
+            "lr_schedule": _choice("constant", "cosine"),
             "filters": _filters(4),
             "mask_weight": _float(0.0),
             "hole_weight": _float(0.0),

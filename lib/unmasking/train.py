@@ -217,15 +217,15 @@ def train_model(name: str, train_params: dict[str, Any], subset_dir: Path, model
     ckpt.mkdir(parents=True, exist_ok=True)
 
     seed_everything(seed + state["epoch"], train_params["deterministic"])
+    ds = PairBatches(tr["masked"], tr["unmasked"], bs, seed, shuffle=True, flip=train_params["augment_flip"],
+                     mask_target=mask_target, steps=train_params["steps_per_epoch"])
     with distribution_scope(train_params["distribute"], log):
         if state["epoch"]:
             model = keras.saving.load_model(ckpt / "last.keras")
             log(f"[{name}] resuming after epoch {state['epoch']} from {ckpt / 'last.keras'}")
         else:
             keras.utils.set_random_seed(seed)
-            model = models.build(name, image_size, cfg)
-    ds = PairBatches(tr["masked"], tr["unmasked"], bs, seed, shuffle=True, flip=train_params["augment_flip"],
-                     mask_target=mask_target, steps=train_params["steps_per_epoch"])
+            model = models.build(name, image_size, cfg, len(ds))
     val_ds = PairBatches(va["masked"], va["unmasked"], bs, seed, shuffle=False, mask_target=mask_target)
     val = {"x": val_ds.x, "y": va["unmasked"].astype(np.float32) / 255.0, "target": val_ds.y, "masked": va["masked"]}
     history_csv = reports_dir / "train" / f"{name}_history.csv"
