@@ -12,13 +12,14 @@ import pytest
 import yaml
 from PIL import Image
 
+from unmasking import paths
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared" / "data"
-LFW = SHARED / "faces-lfw-deepfunneled" / "lfw-deepfunneled"
-STYLEGAN = SHARED / "faces-stylegan-boredhumans" / "images"
-DEFAULT_MASK = SHARED / "mask-templates" / "ohyicong-masksdetection" / "default-mask.png"
+ROOT = paths.PROJ_ROOT
+LFW = paths.SHARED_LFW_DIR
+STYLEGAN = paths.SHARED_STYLEGAN_DIR
+DEFAULT_MASK = paths.SHARED_DEFAULT_MASK
 
 needs_shared = pytest.mark.skipif(not LFW.is_dir(), reason="../shared/data is not present")
 

@@ -126,17 +126,10 @@ def bench_predict_photo(weights: Path | None, photo: Path | None, repeats: int =
     if photo is None or not photo.is_file():
         return None
     model, wpath = cli.load_weights(weights)
-    size = cli.model_size(model)
     img = images.read_rgb(photo)
-    from unmasking import models
 
     def once():
-        fs = cli.face_crops(img, size, "detect")
-        preds = images.to_uint8(models.predict_faces(model, np.stack([f.crop for f in fs]) / 255.0))
-        out = img
-        for f, p in zip(fs, preds):
-            out = cli.paste_back(out, p, f.box, "detect")
-        return out
+        return cli.unmask_image(model, img, "detect")
 
     once()
     t = time.perf_counter()

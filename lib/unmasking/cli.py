@@ -18,7 +18,7 @@ import json
 import os
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -125,6 +125,21 @@ def paste_back(img: np.ndarray, pred: np.ndarray, box: tuple[int, int, int, int]
     return np.clip(out + 0.5, 0, 255).astype(np.uint8)
 
 
+def unmask_image(model, img: np.ndarray, crop: str = "detect", batch_size: int = 32) -> tuple[np.ndarray, int]:
+    """Unmask every face of one photo: (the photo with each face pasted back, number of faces); ``ImageError`` when
+    no face is found. ``predict`` does the same over many photos, batching their faces together."""
+    from unmasking import models
+
+    found = face_crops(img, model_size(model), crop)
+    if not found:
+        raise ImageError("no face found")
+    preds = images.to_uint8(models.predict_faces(model, np.stack([f.crop for f in found]) / 255.0, batch_size))
+    out = img
+    for face, pred in zip(found, preds):
+        out = paste_back(out, pred, face.box, crop)
+    return out, len(found)
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # predict
 
@@ -148,7 +163,6 @@ class Result:
     status: str = "ok"
     faces: int = 0
     reason: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def predict(inputs: list[str], out_dir: Path, weights: Path | None = None, crop: str = "detect",
