@@ -20,6 +20,8 @@ ROOT = paths.PROJ_ROOT
 LFW = paths.SHARED_LFW_DIR
 STYLEGAN = paths.SHARED_STYLEGAN_DIR
 DEFAULT_MASK = paths.SHARED_DEFAULT_MASK
+TEMPLATES = paths.SHARED_TEMPLATES_DIR
+MASKTHEFACE_CFG = paths.SHARED_MASKTHEFACE_CFG
 
 needs_shared = pytest.mark.skipif(not LFW.is_dir(), reason="../shared/data is not present")
 
@@ -68,7 +70,7 @@ def tiny_params(tmp_path: Path, **download) -> Path:
     p["train"].update({"batch_size": 4, "steps_per_epoch": 1, "patience": 1})
     p["train"]["paper_ae"].update({"epochs": 1, "filters": [4, 8, 8]})
     p["train"]["mask_unet"].update({"epochs": 1, "filters": [4, 8, 8, 8]})
-    p["evaluate"].update({"batch_size": 8, "n_examples": 2})
+    p["evaluate"].update({"batch_size": 8, "n_examples": 2, "identity_pairs": 2})
     out = tmp_path / "params.yaml"
     out.write_text(yaml.safe_dump(p, sort_keys=False))
     return out

@@ -144,3 +144,15 @@ def test_synthesize_then_evaluate_with_face_detection(tmp_path, weights):
     result = cli.evaluate_dir(tmp_path / "pairs", weights, "detect", identity=True, progress=False)
     assert result["n_test"] == 3 and list(result["by_mask"]) == ["default-mask"]
     assert result["test"]["masked_input"]["masked_psnr"] < 20  # the mask is inside the crop
+    # several templates, MaskTheFace's among them: each face once per template, every metric per template
+    from conftest import TEMPLATES
+
+    written, _ = cli.synthesize_dir(faces, tmp_path / "multi", TEMPLATES, progress=False,
+                                    templates=["black-mask", "N95"])
+    assert written == 6
+    result = cli.evaluate_dir(tmp_path / "multi", weights, "detect", identity=False, progress=False)
+    assert result["n_test"] == 6 and sorted(result["by_mask"]) == ["N95", "black-mask"]
+    for table in result["by_mask"].values():
+        assert table["masked_input"]["n"] == 3 and table["masked_input"]["masked_psnr"] < 20
+    assert cli.main(["synthesize", str(faces), "--out", str(tmp_path / "x"), "--mask", str(TEMPLATES),
+                     "--template", "nonesuch"]) == 2

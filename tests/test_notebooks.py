@@ -9,7 +9,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from conftest import ROOT, make_fml, tiny_params
+from conftest import ROOT, STYLEGAN, make_fml, tiny_params
 
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 
@@ -46,7 +46,10 @@ def pipeline(tmp_path_factory):
     """All four stages, in order, on 24 generated pairs at 32 px, one training step per model."""
     tmp = tmp_path_factory.mktemp("pipeline")
     fml = make_fml(tmp / "fml", 24, size=48)
-    params = tiny_params(tmp, local=str(fml), n_pairs=24)
+    extra = {}
+    if STYLEGAN.is_dir():  # a tiny robustness set: 3 generated faces, each with two templates
+        extra = {"indomain_faces": str(STYLEGAN), "indomain_pairs": 3, "robustness_masks": ["default-mask", "N95"]}
+    params = tiny_params(tmp, local=str(fml), n_pairs=24, **extra)
     runs = {}
     for stage in ("download", "explore", "train", "evaluate"):
         r = subprocess.run([sys.executable, "-m", "unmasking.stage", stage, "--params", str(params), "--data-dir",
@@ -75,6 +78,11 @@ def test_all_stages_run_through_papermill(pipeline):
     assert metrics["test"]["masked_input"]["mse"] > 0
     assert (tmp / "reports" / "eval" / "per_image.csv").is_file()
     assert (tmp / "reports" / "data.json").is_file()
+    if STYLEGAN.is_dir():
+        assert list(metrics["robustness"]) == ["default-mask", "N95"]
+        for table in metrics["robustness"].values():
+            assert table["mask_unet"]["n"] == 3 and table["masked_input"]["identity_n"] == 2
+        assert metrics["indomain"]["mask"] == "default-mask"
 
 
 @pytest.mark.parametrize("name", ["01-download", "02-explore", "03-train", "04-evaluate"])
@@ -107,6 +115,8 @@ def test_index_shows_the_headline_table(rendered):
     html = (rendered / "index.html").read_text()
     for name in ("01-download.html", "04-evaluate.html", "masked_psnr", "identity_match_rate", "mask_unet", "91 %"):
         assert name in html
+    if STYLEGAN.is_dir():
+        assert "Robustness" in html and "N95" in html
 
 
 @pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed (.ci/run installs it)")

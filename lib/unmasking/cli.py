@@ -2,12 +2,14 @@
 
     unmask predict INPUT... --out DIR [--weights PATH] [--crop detect|none] [--batch-size N]
     unmask evaluate PAIRS_DIR [--weights PATH] [--crop detect|none] [--json FILE]
-    unmask synthesize FACES_DIR --out DIR [--mask PNG]
+    unmask synthesize FACES_DIR --out DIR [--mask PNG|masks.cfg|DIR] [--template NAME]...
 
 ``predict`` finds each face (dlib's detector, offline), takes the same face-centred square crop as the training data
 (from the 68 landmarks), unmasks it at the model's size and pastes the result back into the photo at full resolution
 with a soft edge. ``--crop none`` treats each whole image as an aligned face. ``evaluate`` reads a folder in Face
 Mask Lite layout and computes the study's metrics (the same code as the ``evaluate`` stage) per mask and overall.
+``synthesize`` masks a folder of face photos with one or more templates (each face once per template) into that
+layout.
 """
 
 from __future__ import annotations
@@ -308,22 +310,27 @@ def format_table(result: dict[str, Any]) -> str:
 # synthesize
 
 
-def synthesize_dir(faces_dir: Path, out_dir: Path, mask: Path | None = None, progress: bool = True
-                   ) -> tuple[int, list[dict[str, str]]]:
-    """Mask every face photo of a folder the way Face Mask Lite did, at full size, into Face Mask Lite layout.
+def synthesize_dir(faces_dir: Path, out_dir: Path, mask: Path | None = None, progress: bool = True,
+                   templates: list[str] | None = None) -> tuple[int, list[dict[str, str]]]:
+    """Mask every face photo of a folder, at full size, into Face Mask Lite layout, once per template.
 
-    Writes ``without_mask/<stem>.png`` and ``with_mask/with-mask-<mask name>-<stem>.png``; returns the number of
-    pairs written and the photos skipped (with the reason).
+    ``mask``: an overlay PNG (placed the way Face Mask Lite did), a MaskTheFace ``masks.cfg`` or a folder of them
+    (None: the drawn white mask); ``templates``: the template names to use (default: all found). Writes
+    ``without_mask/<stem>.png`` and ``with_mask/with-mask-<template>-<stem>.png``; returns the number of pairs
+    written and the photos skipped (with the reason).
     """
     from tqdm import tqdm
 
-    from unmasking import faces, masks
+    from unmasking import data, masks
 
     faces_dir, out_dir = Path(faces_dir), Path(out_dir)
     if not faces_dir.is_dir():
         raise CliError(f"{faces_dir}: no such folder")
-    template = masks.load_template(mask) if mask else None
-    mask_name = Path(mask).stem if mask else "drawn-mask"
+    try:
+        library = masks.find_templates(mask) if mask else {}
+        chosen = masks.select_templates(library, templates or [], "--template") if mask else [None]
+    except ImageError as e:
+        raise CliError(str(e)) from None
     (out_dir / "with_mask").mkdir(parents=True, exist_ok=True)
     (out_dir / "without_mask").mkdir(parents=True, exist_ok=True)
     files = sorted(f for f in faces_dir.rglob("*") if f.is_file() and images.is_image_name(f.name))
@@ -331,16 +338,15 @@ def synthesize_dir(faces_dir: Path, out_dir: Path, mask: Path | None = None, pro
     for f in tqdm(files, desc="masking", disable=None if progress else True):
         try:
             img = images.read_rgb(f)
-            box = faces.central_face(img)
-            if box is None:
-                raise ImageError(f"{f.name}: no face found")
-            masked = masks.apply_mask(img, faces.landmarks(img, box), template)
+            lm = data.find_landmarks(img)
+            masked = [(t.name if t else "drawn-mask", masks.apply_mask(img, lm, t)) for t in chosen]
         except ImageError as e:
             skipped.append({"file": str(f), "reason": str(e).split(": ", 1)[-1]})
             continue
         images.write_png(img, out_dir / "without_mask" / f"{f.stem}.png")
-        images.write_png(masked, out_dir / "with_mask" / f"with-mask-{mask_name}-{f.stem}.png")
-        written += 1
+        for name, m in masked:
+            images.write_png(m, out_dir / "with_mask" / f"with-mask-{name}-{f.stem}.png")
+            written += 1
     return written, skipped
 
 
@@ -372,7 +378,11 @@ def build_parser() -> argparse.ArgumentParser:
                        "the overlay placed from nose bridge and chin), at full size, into Face Mask Lite layout.")
     s.add_argument("faces_dir", type=Path, metavar="FACES_DIR")
     s.add_argument("--out", required=True, type=Path, metavar="DIR")
-    s.add_argument("--mask", type=Path, default=None, help="an RGBA mask overlay (default: the drawn white mask)")
+    s.add_argument("--mask", type=Path, default=None, help="an RGBA mask overlay, a MaskTheFace masks.cfg, or a folder "
+                   "of them (default: the drawn white mask)")
+    s.add_argument("--template", action="append", default=None, metavar="NAME",
+                   help="a template of --mask to use (repeat for several; each face is masked once with each; "
+                   "default: all templates found)")
     return ap
 
 
@@ -392,7 +402,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"status of each in {args.out / 'unmask.csv'}")
             return 1 if failed else 0
         if args.command == "synthesize":
-            written, skipped = synthesize_dir(args.faces_dir, args.out, args.mask)
+            written, skipped = synthesize_dir(args.faces_dir, args.out, args.mask, templates=args.template)
             for sk in skipped:
                 print(f"skipped: {sk['file']}: {sk['reason']}", file=sys.stderr)
             print(f"{written} pairs written to {args.out} ({len(skipped)} photos skipped)")

@@ -141,23 +141,30 @@ def order_faces(items: list[tuple[str, str]], seed: int, one_per_identity: bool)
 _WORKER: dict[str, Any] = {}
 
 
-def _init_synth(faces_dir: str, template_path: str, image_size: int) -> None:
+def _init_synth(faces_dir: str, templates: dict[str, masks.Template], image_size: int) -> None:
     _WORKER["faces_dir"] = Path(faces_dir)
-    _WORKER["template"] = masks.load_template(template_path) if template_path else None
+    _WORKER["templates"] = templates
     _WORKER["image_size"] = image_size
 
 
-def synthesize(img: np.ndarray, template: np.ndarray | None, image_size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Mask one face photo and crop both images the same way: (masked, unmasked), each (S, S, 3) uint8.
-
-    Raises ``ImageError`` when no face is found or the mask does not land inside the crop.
-    """
+def find_landmarks(img: np.ndarray) -> np.ndarray:
+    """The 68 landmarks of the face nearest the centre of a photo; ``ImageError`` when no face is found."""
     from unmasking import faces
 
     box = faces.central_face(img)
     if box is None:
         raise ImageError("no face found")
-    lm = faces.landmarks(img, box)
+    return faces.landmarks(img, box)
+
+
+def synthesize(img: np.ndarray, template: masks.Template | np.ndarray | None, image_size: int,
+               lm: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Mask one face photo and crop both images the same way: (masked, unmasked), each (S, S, 3) uint8.
+
+    ``lm``: the face's 68 landmarks when already known (else found here). Raises ``ImageError`` when no face is found
+    or the mask does not land inside the crop.
+    """
+    lm = find_landmarks(img) if lm is None else lm
     masked = masks.apply_mask(img, lm, template)
     square = masks.crop_box(lm)
     m = images.resize(masks.crop(masked, square), image_size)
@@ -167,20 +174,40 @@ def synthesize(img: np.ndarray, template: np.ndarray | None, image_size: int) ->
     return m, u
 
 
-def _synth_one(rel: str) -> tuple[str, Any]:
-    path = _WORKER["faces_dir"] / rel
-    try:
-        data = path.read_bytes()
-        img = images.decode(data, rel)
-        images.check_size(img, rel)
-        m, u = synthesize(img, _WORKER["template"], _WORKER["image_size"])
-    except ImageError as e:
-        msg = str(e)
-        reason = msg.split(": ", 1)[1] if msg.startswith(rel + ": ") else msg
-        return "rejected", _reason_category(reason), reason
-    except OSError as e:
+def _read_face(rel: str) -> tuple[bytes, np.ndarray]:
+    data = (_WORKER["faces_dir"] / rel).read_bytes()
+    img = images.decode(data, rel)
+    images.check_size(img, rel)
+    return data, img
+
+
+def _rejection(rel: str, e: Exception) -> tuple[str, str, str]:
+    if isinstance(e, OSError):
         return "rejected", "unreadable file", str(e)
-    return "ok", hashlib.sha256(data).hexdigest(), (m, u)
+    msg = str(e)
+    reason = msg.split(": ", 1)[1] if msg.startswith(rel + ": ") else msg
+    return "rejected", _reason_category(reason), reason
+
+
+def _landmarks_one(rel: str) -> tuple[str, Any, Any]:
+    """Phase 1 of a face: ("ok", sha256 of the file, landmarks) or ("rejected", category, reason)."""
+    try:
+        data, img = _read_face(rel)
+        lm = find_landmarks(img)
+    except (ImageError, OSError) as e:
+        return _rejection(rel, e)
+    return "ok", hashlib.sha256(data).hexdigest(), lm
+
+
+def _synth_one(task: tuple[str, np.ndarray, str]) -> tuple[str, Any, Any]:
+    """Phase 2 of a face: ("ok", template name, (masked, unmasked)) or ("rejected", category, reason)."""
+    rel, lm, name = task
+    try:
+        _, img = _read_face(rel)
+        pair = synthesize(img, _WORKER["templates"].get(name), _WORKER["image_size"], lm)
+    except (ImageError, OSError) as e:
+        return _rejection(rel, e)
+    return "ok", name, pair
 
 
 def _reason_category(reason: str) -> str:
@@ -191,9 +218,18 @@ def _reason_category(reason: str) -> str:
     return reason
 
 
-def collect_faces(faces_dir: Path, template_path: str, n_pairs: int, image_size: int, seed: int,
-                  one_per_identity: bool, workers: int, progress: bool = True) -> Collected:
-    """Synthesize up to ``n_pairs`` pairs from a folder of faces, in the seeded order."""
+@dataclass
+class FoundFaces:
+    """Phase 1 over a folder of faces: the first faces with landmarks, in the seeded order."""
+
+    faces_dir: Path
+    faces: list[tuple[str, str, np.ndarray]]  # (relative path, identity, landmarks)
+    col: Collected  # rejections and counts; no pairs yet
+
+
+def find_faces(faces_dir: Path, n_pairs: int, seed: int, one_per_identity: bool, workers: int,
+               progress: bool = True) -> FoundFaces:
+    """Find faces and their landmarks in a folder, in the seeded order, until ``n_pairs`` distinct ones are found."""
     if not faces_dir.is_dir():
         raise DataError(f"faces folder {faces_dir} does not exist (set FACES=<folder of face images>)")
     items = list_faces(faces_dir)
@@ -204,35 +240,91 @@ def collect_faces(faces_dir: Path, template_path: str, n_pairs: int, image_size:
     col.extra["identities"] = len({i or r for r, i in items})
     col.extra["candidates"] = len(ordered)
     ident = dict(ordered)
-    mask_name = Path(template_path).stem if template_path else "drawn"
     seen: dict[str, str] = {}
-    faces_found = 0
-    bar = _progress(len(ordered), "synthesizing pairs", progress)
-    gen = _ordered_map(_synth_one, [r for r, _ in ordered], workers, _init_synth, (str(faces_dir), template_path, image_size))
+    found: list[tuple[str, str, np.ndarray]] = []
+    no_face = 0
+    bar = _progress(len(ordered), "finding faces", progress)
+    gen = _ordered_map(_landmarks_one, [r for r, _ in ordered], workers, _init_synth, (str(faces_dir), {}, 0))
     try:
-        for rel, res in zip((r for r, _ in ordered), gen):
+        for rel, (status, key, payload) in zip((r for r, _ in ordered), gen):
             col.tried += 1
             bar.update(1)
-            status, key, payload = res
             if status == "rejected":
+                no_face += key == "no face found"
                 col.reject(rel, key, payload if payload != key else "")
-                continue
-            faces_found += 1
-            if key in seen:
+            elif key in seen:
                 col.reject(rel, "duplicate file", f"same bytes as {seen[key]}")
-                continue
-            seen[key] = rel
-            m, u = payload
-            col.pairs.append(Pair(m, u, rel, rel, ident[rel], mask_name))
-            if len(col.pairs) >= n_pairs:
-                break
+            else:
+                seen[key] = rel
+                found.append((rel, ident[rel], payload))
+                if len(found) >= n_pairs:
+                    break
     finally:
         gen.close()
         bar.close()
-    decodable = col.tried - sum(r["reason"] not in ("no face found", "mask outside the crop", "duplicate file") for r in col.rejected)
-    col.extra["landmark_success_rate"] = round(faces_found / decodable, 4) if decodable else 0.0
-    col.extra["faces_found"] = faces_found
-    return col
+    decodable = len(found) + no_face + sum(r["reason"] == "duplicate file" for r in col.rejected)
+    col.extra["landmark_success_rate"] = round((decodable - no_face) / decodable, 4) if decodable else 0.0
+    col.extra["faces_found"] = decodable - no_face
+    return FoundFaces(faces_dir, found, col)
+
+
+def choose_templates(splits: list[str], train_names: list[str], test_names: list[str], seed: int) -> list[str]:
+    """One template per pair, drawn with the seed: from ``train_names`` for train/val pairs, ``test_names`` for test."""
+    rng = np.random.default_rng(seed + 2)
+    out = []
+    for split in splits:
+        names = test_names if split == "test" else train_names
+        out.append(names[int(rng.integers(len(names)))])
+    return out
+
+
+def mask_faces(found: FoundFaces, names: list[str], templates: dict[str, masks.Template], image_size: int,
+               workers: int, progress: bool = True) -> tuple[list[Pair | None], list[dict[str, str]]]:
+    """Phase 2: mask face i with template ``names[i]`` ("drawn": the drawn mask); a pair or None per face, and the
+    rejections."""
+    tasks = [(rel, lm, name) for (rel, _, lm), name in zip(found.faces, names)]
+    pairs: list[Pair | None] = []
+    rejected: list[dict[str, str]] = []
+    bar = _progress(len(tasks), "masking faces", progress)
+    for (rel, ident, _), (status, key, payload) in zip(
+            found.faces, _ordered_map(_synth_one, tasks, workers, _init_synth, (str(found.faces_dir), templates, image_size))):
+        bar.update(1)
+        if status == "rejected":
+            rejected.append({"file": rel, "reason": key, "detail": payload if payload != key else ""})
+            pairs.append(None)
+        else:
+            pairs.append(Pair(*payload, rel, rel, ident, key))
+    bar.close()
+    return pairs, rejected
+
+
+def template_library(dl: dict[str, Any]) -> tuple[dict[str, masks.Template], list[str], list[str]]:
+    """The mask templates of the ``download`` section: (library, train/val names, test names).
+
+    ``mask`` (an overlay PNG, a ``masks.cfg`` or a folder; "" = the drawn mask) and ``templates`` (more templates that
+    ``train_masks``/``test_masks``/``robustness_masks`` may name) make the library; an empty name list means every
+    template of ``mask``.
+    """
+    library: dict[str, masks.Template] = {}
+    own: list[str] = []
+    try:
+        if dl["mask"]:
+            found = masks.find_templates(paths.resolve(dl["mask"]))
+            library.update(found)
+            own = sorted(found)
+        else:
+            own = ["drawn"]
+        more = paths.resolve(dl["templates"]) if dl.get("templates") else None
+        if more is not None and more.exists():  # a missing folder only matters when a list names its templates
+            for name, t in masks.find_templates(more).items():
+                library.setdefault(name, t)
+        train = [t.name for t in masks.select_templates(library, dl["train_masks"], "download.train_masks")] \
+            if dl["train_masks"] else own
+        test = [t.name for t in masks.select_templates(library, dl["test_masks"], "download.test_masks")] \
+            if dl["test_masks"] else own
+    except ImageError as e:
+        raise DataError(f"{e} (set MASK=<overlay.png | masks.cfg | folder>, or MASK= for the drawn mask)") from None
+    return library, train, test
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -613,50 +705,99 @@ def write_subset(out_dir: Path, col: Collected, splits: list[str], summary: dict
         "min": round(float(np.min(covs)), 4) if covs else None,
         "max": round(float(np.max(covs)), 4) if covs else None,
     }
-    (tmp / paths.SUMMARY_NAME).write_text(json.dumps(summary, indent=2) + "\n")
+    stored = {k: v for k, v in summary.items() if k not in TIMING_KEYS}  # byte-identical across runs
+    (tmp / paths.SUMMARY_NAME).write_text(json.dumps(stored, indent=2) + "\n")
+    _replace_dir(tmp, out_dir)
+    return summary
+
+
+def _replace_dir(tmp: Path, out_dir: Path) -> None:
+    """Rename a finished temporary folder to ``out_dir``, replacing what was there."""
     old = out_dir.parent / f".{out_dir.name}.old"
     shutil.rmtree(old, ignore_errors=True)
     if out_dir.exists():
         out_dir.rename(old)
     tmp.rename(out_dir)
     shutil.rmtree(old, ignore_errors=True)
-    return summary
+
+
+TIMING_KEYS = ("seconds", "pairs_per_s")  # in the returned summary and reports/data.json, never in summary.json
 
 
 def build_subset(dl: dict[str, Any], seed: int, out_dir: Path, *, client: KaggleClient | None = None,
-                 raw_dir: Path | None = None, progress: bool = True, all_test: bool = False,
-                 faces: str | None = None, n_pairs: int | None = None, prefix: str = "pair") -> dict[str, Any]:
-    """Build the subset described by the ``download`` params section; return its summary.
+                 raw_dir: Path | None = None, progress: bool = True) -> dict[str, Any]:
+    """Build the subset described by the ``download`` params section; return its summary (with its timing)."""
+    t0 = time.perf_counter()
+    n, size = dl["n_pairs"], dl["image_size"]
+    source = dl["source"]
+    if source == "faces":
+        library, train_names, test_names = template_library(dl)
+        found = find_faces(paths.resolve(dl["faces"]), n, seed, dl["one_per_identity"], dl["workers"], progress)
+        col, where = found.col, dl["faces"]
+        _require(len(found.faces), dl, n, col, where)
+        groups = [ident or rel for rel, ident, _ in found.faces]
+        splits = split_groups(groups, dl["test_fraction"], dl["val_fraction"], seed)
+        names = choose_templates(splits, train_names, test_names, seed)
+        pairs, rejected = mask_faces(found, names, library, size, dl["workers"], progress)
+        col.rejected += rejected
+        col.pairs = [p for p in pairs if p is not None]
+        splits = [s for s, p in zip(splits, pairs) if p is not None]
+        mask_name = ", ".join(sorted(set(train_names) | set(test_names)))
+        col.extra["train_masks"], col.extra["test_masks"] = train_names, test_names
+    else:
+        if source == "local":
+            col = collect_local(paths.resolve(dl["local"]), n, size, seed, dl["workers"], raw_dir, progress)
+            where, mask_name = dl["local"], "as in the copy"
+        else:
+            col = collect_kaggle(client, dl["kaggle_dataset"], n, size, seed, dl["workers"], raw_dir, progress)
+            where, mask_name = dl["kaggle_dataset"], "default-mask (Face Mask Lite)"
+        splits = split_groups([p.identity or p.source_unmasked for p in col.pairs], dl["test_fraction"],
+                              dl["val_fraction"], seed)
+    _require(len(col.pairs), dl, n, col, where)
+    summary = _summary(col, source, where, mask_name, size, seed, n)
+    out = write_subset(out_dir, col, splits, summary)
+    return _timed(out, len(col.pairs), time.perf_counter() - t0)
 
-    ``all_test``/``faces``/``n_pairs`` override the section for a test-only set (the in-domain generated faces).
+
+def build_robustness(dl: dict[str, Any], seed: int, out_dir: Path, progress: bool = True) -> dict[str, dict[str, Any]]:
+    """The in-domain test sets: the first ``indomain_pairs`` faces of ``indomain_faces``, each masked with every
+    template of ``robustness_masks`` into ``out_dir/<template>/`` (landmarks found once). Returns {template: summary}.
     """
     t0 = time.perf_counter()
-    n = n_pairs if n_pairs is not None else dl["n_pairs"]
-    size = dl["image_size"]
-    source = "faces" if faces else dl["source"]
-    if source == "faces":
-        faces_dir = paths.resolve(faces or dl["faces"])
-        mask_path = str(paths.resolve(dl["mask"])) if dl["mask"] else ""
-        if mask_path and not Path(mask_path).is_file():
-            raise DataError(f"mask template {mask_path} not found (set MASK=<overlay.png>, or MASK= for the drawn mask)")
-        col = collect_faces(faces_dir, mask_path, n, size, seed, dl["one_per_identity"], dl["workers"], progress)
-        where = faces or dl["faces"]
-        mask_name = Path(mask_path).name if mask_path else "drawn (built-in)"
-    elif source == "local":
-        col = collect_local(paths.resolve(dl["local"]), n, size, seed, dl["workers"], raw_dir, progress)
-        where, mask_name = dl["local"], "as in the copy"
-    else:
-        col = collect_kaggle(client, dl["kaggle_dataset"], n, size, seed, dl["workers"], raw_dir, progress)
-        where, mask_name = dl["kaggle_dataset"], "default-mask (Face Mask Lite)"
+    library, _, test_names = template_library(dl)
+    names = [t.name for t in masks.select_templates(library, dl["robustness_masks"], "download.robustness_masks")] \
+        if dl["robustness_masks"] else test_names
+    n, size = dl["indomain_pairs"], dl["image_size"]
+    found = find_faces(paths.resolve(dl["indomain_faces"]), n, seed, False, dl["workers"], progress)
+    _require(len(found.faces), dl, n, found.col, dl["indomain_faces"])
+    t_found = time.perf_counter() - t0
+    out_dir = Path(out_dir)
+    tmp = out_dir.parent / f".{out_dir.name}.partial"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    summaries = {}
+    for name in names:
+        t1 = time.perf_counter()
+        pairs, rejected = mask_faces(found, [name] * len(found.faces), library, size, dl["workers"], progress)
+        col = Collected([p for p in pairs if p is not None], found.col.rejected + rejected, found.col.found,
+                        found.col.tried, dict(found.col.extra))
+        summary = _summary(col, "faces", dl["indomain_faces"], name, size, seed, n)
+        summary = write_subset(tmp / name, col, ["test"] * len(col.pairs), summary, prefix="gen")
+        summaries[name] = _timed(summary, len(col.pairs), t_found + time.perf_counter() - t1)
+    _replace_dir(tmp, out_dir)
+    return summaries
+
+
+def _require(have: int, dl: dict[str, Any], n: int, col: Collected, where: str) -> None:
     min_pairs = min(dl["min_pairs"], n)
-    if len(col.pairs) < min_pairs:
+    if have < min_pairs:
         reasons = Counter(r["reason"] for r in col.rejected).most_common(3)
-        raise DataError(f"only {len(col.pairs)} usable pairs from {where} (download.min_pairs = {min_pairs}); "
+        raise DataError(f"only {have} usable pairs from {where} (download.min_pairs = {min_pairs}); "
                         f"rejected {len(col.rejected)}: " + ", ".join(f"{k} ({v})" for k, v in reasons))
-    groups = [p.identity or p.source_unmasked for p in col.pairs]
-    splits = ["test"] * len(groups) if all_test else split_groups(groups, dl["test_fraction"], dl["val_fraction"], seed)
-    seconds = time.perf_counter() - t0
-    summary = {
+
+
+def _summary(col: Collected, source: str, where: str, mask_name: str, size: int, seed: int, n: int) -> dict[str, Any]:
+    return {
         "source": source,
         "source_path": where,
         "mask": mask_name,
@@ -670,11 +811,13 @@ def build_subset(dl: dict[str, Any], seed: int, out_dir: Path, *, client: Kaggle
         "rejected_by_reason": dict(sorted(Counter(r["reason"] for r in col.rejected).items())),
         "short_by": max(0, n - len(col.pairs)),
         **col.extra,
-        "seconds": round(seconds, 1),
-        "pairs_per_s": round(len(col.pairs) / seconds, 1) if seconds else None,
+        "masks_used": dict(sorted(Counter(p.mask for p in col.pairs).items())),
         "rejected_files": col.rejected,
     }
-    return write_subset(out_dir, col, splits, summary, prefix)
+
+
+def _timed(summary: dict[str, Any], pairs: int, seconds: float) -> dict[str, Any]:
+    return {**summary, "seconds": round(seconds, 1), "pairs_per_s": round(pairs / seconds, 1) if seconds else None}
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -699,14 +842,18 @@ def load_pairs(subset_dir: Path, splits: Iterable[str] = ("train",), verify: boo
     subset_dir = Path(subset_dir)
     wanted = set(splits)
     rows = [r for r in read_manifest(subset_dir) if r["split"] in wanted]
-    m, u = [], []
+    out: dict[str, list[np.ndarray]] = {"masked": [], "unmasked": []}
     for r in rows:
-        if verify:
-            for key in ("masked", "unmasked"):
-                if images.sha256_file(subset_dir / r[f"{key}_file"]) != r[f"{key}_sha256"]:
-                    raise DataError(f"{r[f'{key}_file']}: content hash differs from the manifest")
-        m.append(images.read_rgb(subset_dir / r["masked_file"]))
-        u.append(images.read_rgb(subset_dir / r["unmasked_file"]))
+        for key in out:
+            name = r[f"{key}_file"]
+            try:
+                raw = (subset_dir / name).read_bytes()
+            except OSError as e:
+                raise DataError(f"{subset_dir / name}: cannot read ({e.strerror or e})") from None
+            if verify and hashlib.sha256(raw).hexdigest() != r[f"{key}_sha256"]:
+                raise DataError(f"{name}: content hash differs from the manifest")
+            out[key].append(images.decode(raw, name))
+    m, u = out["masked"], out["unmasked"]
     if not rows:
         raise DataError(f"{subset_dir}: no pairs in split(s) {', '.join(sorted(wanted))}")
     return {"masked": np.stack(m), "unmasked": np.stack(u), "ids": [r["pair_id"] for r in rows], "rows": rows}
@@ -739,11 +886,11 @@ def check_pair(masked: np.ndarray, unmasked: np.ndarray) -> dict[str, float]:
             "ok": bool(outside < 0.01 and centre_y > 0.5)}
 
 
-def data_metrics(summary: dict[str, Any], indomain: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The small, committed data-stage metrics (``reports/data.json``) from the subset summaries."""
+def data_metrics(summary: dict[str, Any], indomain: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+    """The small, committed data-stage metrics (``reports/data.json``) from the subset summaries (with timings)."""
     keys = ("source", "image_size", "found", "tried", "used", "rejected", "landmark_success_rate", "splits",
-            "mask_coverage", "seconds", "pairs_per_s", "rejected_by_reason")
+            "mask_coverage", "masks_used", *TIMING_KEYS, "rejected_by_reason")
     out = {"subset": {k: summary[k] for k in keys if k in summary}}
-    if indomain is not None:
-        out["indomain"] = {k: indomain[k] for k in keys if k in indomain}
+    if indomain:
+        out["indomain"] = {name: {k: s[k] for k in keys if k in s} for name, s in indomain.items()}
     return out

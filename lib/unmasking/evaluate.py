@@ -8,12 +8,14 @@ Methods (``METHODS``):
 * ``telea_oracle``  -- the same inpainting over the true region (where the pair differs): not available at inference,
   shown as the best a classical method could do with perfect knowledge of the mask.
 * ``paper_ae``, ``mask_unet`` -- the trained models.
+
+Each row carries the mask template of its pair, so every metric can be summarized per template (``summarize_by``):
+the robustness table of the in-domain faces masked with each template.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -142,11 +144,14 @@ def identity_distances(unmasked: np.ndarray, outputs: dict[str, np.ndarray], wor
 
 
 def evaluate(masked: np.ndarray, unmasked: np.ndarray, ids: list[str], outputs: dict[str, np.ndarray],
-             identity: bool = True, progress: bool = True, workers: int = 2) -> list[dict[str, Any]]:
+             identity: bool = True, progress: bool = True, workers: int = 2, masks: list[str] | None = None,
+             identity_limit: int = 0) -> list[dict[str, Any]]:
     """Per-image metrics of every method's ``outputs`` (uint8, aligned with ``masked``/``unmasked``).
 
-    Returns one row per (method, image): ``method``, ``pair_id``, the pixel metrics, ``identity_distance`` and
-    ``identity_match`` (NaN / None where no embedding could be computed).
+    Returns one row per (method, image): ``method``, ``pair_id``, ``mask`` (the template, when ``masks`` is given),
+    the pixel metrics, ``identity_distance`` and ``identity_match`` (NaN / None where no embedding could be computed).
+    ``identity_limit`` > 0 scores identity on the first that many images only (dlib takes ~0.1 s per face); the
+    other rows have no identity keys.
     """
     from tqdm import tqdm
 
@@ -155,17 +160,24 @@ def evaluate(masked: np.ndarray, unmasked: np.ndarray, ids: list[str], outputs: 
         m = masked[i].astype(np.float32) / 255
         u = unmasked[i].astype(np.float32) / 255
         for name, out in outputs.items():
-            rows.append({"method": name, "pair_id": ids[i],
+            rows.append({"method": name, "pair_id": ids[i], **({"mask": masks[i]} if masks else {}),
                          **metrics.image_metrics(out[i].astype(np.float32) / 255, u, m)})
     if identity:
-        dist, fallbacks = identity_distances(unmasked, outputs, workers, progress)
+        n = min(identity_limit, len(ids)) if identity_limit else len(ids)
+        dist, _ = identity_distances(unmasked[:n], {k: v[:n] for k, v in outputs.items()}, workers, progress)
         names = list(outputs)
-        for k, row in enumerate(rows):
+        for k, row in enumerate(rows[: n * len(names)]):
             d = float(dist[row["method"]][k // len(names)])
             row["identity_distance"] = d
             row["identity_match"] = None if np.isnan(d) else bool(d < metrics.IDENTITY_THRESHOLD)
-            row["identity_box_fallback"] = fallbacks
     return rows
+
+
+def summarize_by(rows: list[dict[str, Any]], key: str = "mask", threshold: float = metrics.IDENTITY_THRESHOLD
+                 ) -> dict[str, dict[str, dict[str, Any]]]:
+    """``summarize`` per value of ``key`` (e.g. per mask template): {value: {method: summary}}."""
+    values = sorted({r[key] for r in rows if key in r})
+    return {v: summarize([r for r in rows if r.get(key) == v], threshold) for v in values}
 
 
 def summarize(rows: list[dict[str, Any]], threshold: float = metrics.IDENTITY_THRESHOLD) -> dict[str, dict[str, Any]]:
@@ -178,12 +190,15 @@ def summarize(rows: list[dict[str, Any]], threshold: float = metrics.IDENTITY_TH
         for k in metrics.IMAGE_METRICS:
             v = np.array([r[k] for r in rs], np.float64)
             s[k] = _round(np.nanmean(v)) if np.isfinite(v).any() else None
-        if "identity_distance" in rs[0]:
-            d = np.array([r["identity_distance"] for r in rs], np.float64)
+        scored = [r for r in rs if "identity_distance" in r]
+        if scored:
+            d = np.array([r["identity_distance"] for r in scored], np.float64)
             ok = np.isfinite(d)
             s["identity_distance"] = _round(d[ok].mean()) if ok.any() else None
             s["identity_match_rate"] = _round(float((d[ok] < threshold).mean())) if ok.any() else None
             s["identity_missing"] = int((~ok).sum())
+            if len(scored) < len(rs):
+                s["identity_n"] = len(scored)
         s["n"] = len(rs)
         out[name] = s
     return out
@@ -202,7 +217,7 @@ def write_rows(path: Path, rows: list[dict[str, Any]], extra: dict[str, Any] | N
     import csv
 
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    cols = ["set", "method", "pair_id", *metrics.IMAGE_METRICS, "identity_distance", "identity_match"]
+    cols = ["set", "mask", "method", "pair_id", *metrics.IMAGE_METRICS, "identity_distance", "identity_match"]
     with open(path, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=cols, extrasaction="ignore", lineterminator="\n")
         w.writeheader()
@@ -219,3 +234,68 @@ def rank_cases(rows: list[dict[str, Any]], method: str, key: str = "masked_psnr"
     pick = rng.choice(len(rs), size=min(n, len(rs)), replace=False) if rs else []
     return {"best": [r["pair_id"] for r in rs[::-1][:n]], "worst": [r["pair_id"] for r in rs[:n]],
             "random": [rs[i]["pair_id"] for i in sorted(pick)]}
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Whole sets: what the evaluate stage (notebooks/04-evaluate.ipynb) and ``python -m unmasking.evaluate`` run
+
+
+def evaluate_set(subset_dir: Path, trained: dict[str, Any], ep: dict[str, Any], identity_limit: int = 0,
+                 baselines: bool = True, progress: bool = True) -> tuple[dict[str, Any], dict[str, np.ndarray], list]:
+    """Every method on the test split of a subset folder: (the pairs, {method: outputs}, per-image rows)."""
+    from unmasking import data
+
+    part = data.load_pairs(subset_dir, ["test"], verify=True)
+    outputs = {b: baseline_outputs(b, part["masked"], part["unmasked"], ep["telea_radius"])
+               for b in (BASELINES if baselines else ("masked_input",))}
+    outputs.update({n: model_outputs(m, part["masked"], ep["batch_size"]) for n, m in trained.items()})
+    rows = evaluate(part["masked"], part["unmasked"], part["ids"], outputs, progress=progress,
+                    masks=[r["mask"] for r in part["rows"]], identity_limit=identity_limit)
+    return part, outputs, rows
+
+
+def robustness_sets(indomain_dir: Path, order: list[str] | tuple[str, ...] = ()) -> list[Path]:
+    """The in-domain test sets ``indomain_dir/<template>/``, in ``order`` (then by name)."""
+    from unmasking import paths
+
+    d = Path(indomain_dir)
+    sets = [s for s in sorted(d.iterdir()) if (s / paths.MANIFEST_NAME).is_file()] if d.is_dir() else []
+    rank = {name: i for i, name in enumerate(order)}
+    return sorted(sets, key=lambda s: (rank.get(s.name, len(rank)), s.name))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Evaluate weights outside the pipeline on the study's test split and robustness sets (same code, same data)."""
+    import argparse
+
+    from unmasking import models, paths
+    from unmasking import params as P
+
+    ap = argparse.ArgumentParser(prog="python -m unmasking.evaluate", description=main.__doc__)
+    ap.add_argument("--weights", action="append", required=True, metavar="NAME=PATH",
+                    help="a method name and its .keras file (repeat for several)")
+    ap.add_argument("--out", type=Path, required=True, help="JSON file for the tables")
+    ap.add_argument("--data-dir", type=Path, default=paths.DATA_DIR)
+    ap.add_argument("--no-baselines", action="store_true", help="only masked_input besides the weights")
+    ap.add_argument("--note", default="", help="a line saying what the weights are")
+    args = ap.parse_args(argv)
+    params = P.load()
+    ep = params["evaluate"]
+    trained = {}
+    for item in args.weights:
+        name, _, path = item.partition("=")
+        trained[name] = models.load(Path(path))
+    part, _, rows = evaluate_set(args.data_dir / "subset", trained, ep, baselines=not args.no_baselines)
+    result: dict[str, Any] = {"note": args.note, "weights": dict(w.partition("=")[::2] for w in args.weights),
+                              "test": summarize(rows, ep["identity_threshold"]), "n_test": len(part["ids"]),
+                              "robustness": {}}
+    for d in robustness_sets(args.data_dir / "indomain", params["download"]["robustness_masks"]):
+        _, _, r = evaluate_set(d, trained, ep, ep["identity_pairs"], baselines=not args.no_baselines)
+        result["robustness"][d.name] = summarize(r, ep["identity_threshold"])
+    write_metrics(args.out, result)
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

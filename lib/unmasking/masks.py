@@ -6,11 +6,21 @@ the way down the nose bridge) to the chin bottom, and the widths 1.2 x the dista
 chin[14] to the nose-chin line; the rejoined mask is alpha-pasted, axis-aligned, centred between nose point and chin
 bottom. ``paste_template`` reproduces that placement; ``draw_mask`` is the project's own white mask for when no
 template is given.
+
+MaskTheFace-style templates (a ``masks.cfg`` INI table naming each template PNG and six anchor pixels ``mask_a`` ...
+``mask_f``: top-left, nose bridge, top-right, bottom-left, chin, bottom-right) are placed by ``warp_template``: the
+anchors are mapped onto points of the 68 landmarks (``ANCHOR_LANDMARKS``) by two perspective warps, one per half of
+the mask (a-b-e-d and b-c-f-e), so all six land exactly where they are meant to.
+
+``find_templates`` turns a path into named templates: an overlay PNG (named by its file stem), a ``masks.cfg``, or a
+folder holding any of these.
 """
 
 from __future__ import annotations
 
+import configparser
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +44,137 @@ def load_template(path: str | Path) -> np.ndarray:
     if rgba[..., 3].max() == 0:
         raise ImageError(f"{path}: mask template is fully transparent")
     return rgba
+
+
+@dataclass(frozen=True)
+class Template:
+    """A named mask template: an RGBA overlay, and for a MaskTheFace template its six anchor pixels (a ... f)."""
+
+    name: str
+    rgba: np.ndarray
+    anchors: np.ndarray | None = None  # (6, 2) float, template pixels; None: Face Mask Lite placement
+    path: str = ""
+
+
+ANCHOR_NAMES = ("a", "b", "c", "d", "e", "f")
+
+# Where MaskTheFace's six anchors go on the 68 landmarks (indices averaged): the jaw at the height of the nose bridge
+# (a, c), the middle of the nose bridge (b), the jaw at the height of the lower lip (d, f) and the chin bottom (e).
+ANCHOR_LANDMARKS = {"a": (1,), "b": (28, 29), "c": (15,), "d": (5,), "e": (8,), "f": (11,)}
+
+
+def anchor_targets(lm: np.ndarray) -> np.ndarray:
+    """The six points (a ... f) on a face with 68 landmarks ``lm`` where a MaskTheFace template's anchors go: (6, 2)."""
+    return np.array([lm[list(ANCHOR_LANDMARKS[k])].mean(axis=0) for k in ANCHOR_NAMES], dtype=np.float64)
+
+
+def read_masks_cfg(cfg: str | Path) -> dict[str, tuple[Path, np.ndarray]]:
+    """The templates of a MaskTheFace ``masks.cfg``: {name: (png path, anchors (6, 2))}.
+
+    The table's paths read ``masks/templates/<file>``; the file is looked up beside the table, in ``templates/`` and
+    as written. Sections without a template image (``empty``, ``inpaint``) are skipped.
+    """
+    cfg = Path(cfg)
+    parser = configparser.ConfigParser(strict=False)
+    try:
+        parser.read_string(cfg.read_text())
+    except (OSError, configparser.Error) as e:
+        raise ImageError(f"{cfg}: not a readable masks.cfg ({e})") from None
+    out = {}
+    for name in parser.sections():
+        sec = parser[name]
+        if "template" not in sec:
+            continue
+        rel = Path(sec["template"].strip())
+        candidates = [cfg.parent / rel, cfg.parent / "templates" / rel.name, cfg.parent / rel.name]
+        png = next((c for c in candidates if c.is_file()), None)
+        if png is None:
+            continue
+        try:
+            anchors = np.array([[float(v) for v in sec[f"mask_{k}"].split(",")] for k in ANCHOR_NAMES])
+        except (KeyError, ValueError) as e:
+            raise ImageError(f"{cfg}: template {name!r} lacks six anchor points mask_a ... mask_f ({e})") from None
+        out[name] = (png, anchors)
+    return out
+
+
+def find_templates(spec: str | Path) -> dict[str, Template]:
+    """Named templates from an overlay PNG, a MaskTheFace ``masks.cfg``, or a folder holding either (searched
+    recursively; PNGs in a folder that has a ``masks.cfg`` belong to that table). Names must be unique."""
+    spec = Path(spec)
+    found: dict[str, Template] = {}
+
+    def add(t: Template) -> None:
+        if t.name in found:
+            raise ImageError(f"two mask templates are named {t.name!r}: {found[t.name].path} and {t.path}")
+        found[t.name] = t
+
+    def add_cfg(cfg: Path) -> None:
+        for name, (png, anchors) in read_masks_cfg(cfg).items():
+            add(Template(name, load_template(png), anchors, str(png)))
+
+    if spec.is_file():
+        if spec.suffix.lower() == ".cfg":
+            add_cfg(spec)
+        else:
+            add(Template(spec.stem, load_template(spec), None, str(spec)))
+    elif spec.is_dir():
+        cfgs = sorted(spec.rglob("masks.cfg"))
+        for cfg in cfgs:
+            add_cfg(cfg)
+        for png in sorted(spec.rglob("*.png")):
+            if not any(cfg.parent in png.parents for cfg in cfgs):
+                add(Template(png.stem, load_template(png), None, str(png)))
+    else:
+        raise ImageError(f"{spec}: mask template not found (an overlay PNG, a masks.cfg or a folder of them)")
+    if not found:
+        raise ImageError(f"{spec}: no mask templates found")
+    return found
+
+
+def select_templates(library: dict[str, Template], names: list[str] | tuple[str, ...], what: str) -> list[Template]:
+    """The templates ``names`` from ``library`` (all of it, in name order, when ``names`` is empty)."""
+    if not names:
+        return [library[k] for k in sorted(library)]
+    missing = [n for n in names if n not in library]
+    if missing:
+        raise ImageError(f"{what}: no mask template named {', '.join(map(repr, missing))}; "
+                         f"found: {', '.join(sorted(library))}")
+    return [library[n] for n in names]
+
+
+def _half_masks(anchors: np.ndarray, shape: tuple[int, int], overlap: float = 1.5) -> tuple[np.ndarray, np.ndarray]:
+    """Template pixels left and right of the line b-e (each reaching ``overlap`` px over it)."""
+    h, w = shape
+    b, e = anchors[1], anchors[4]
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float64) + 0.5
+    d = e - b
+    side = (d[0] * (yy - b[1]) - d[1] * (xx - b[0])) / max(np.hypot(*d), 1e-9)  # > 0: left of b->e (image coords)
+    return side >= -overlap, side <= overlap
+
+
+def warp_template(img: np.ndarray, lm: np.ndarray, template: Template) -> np.ndarray:
+    """Paste a MaskTheFace template: its six anchors warped onto ``anchor_targets(lm)``, a perspective warp per half."""
+    import cv2
+
+    h, w = img.shape[:2]
+    src, dst = template.anchors.astype(np.float32), anchor_targets(lm).astype(np.float32)
+    rgba = template.rgba.astype(np.float32)
+    a0 = rgba[..., 3:4] / 255.0
+    premult = np.concatenate([rgba[..., :3] * a0, a0], axis=-1)  # warp premultiplied colour: no dark fringe
+    left, right = _half_masks(template.anchors, rgba.shape[:2])
+    acc = np.zeros((h, w, 4), np.float32)
+    alpha = np.zeros((h, w), np.float32)
+    for quad, keep in (((0, 1, 4, 3), left), ((1, 2, 5, 4), right)):
+        m = cv2.getPerspectiveTransform(src[list(quad)], dst[list(quad)])
+        warped = cv2.warpPerspective(premult * keep[..., None], m, (w, h), flags=cv2.INTER_LINEAR,
+                                     borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+        acc += warped
+        alpha = np.maximum(alpha, warped[..., 3])
+    color = acc[..., :3] / np.maximum(acc[..., 3:4], 1e-6)
+    alpha = np.clip(alpha, 0, 1)[..., None]
+    out = img.astype(np.float32) * (1 - alpha) + color * alpha
+    return np.clip(out + 0.5, 0, 255).astype(np.uint8)
 
 
 def _point_line_distance(p: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
@@ -125,9 +266,16 @@ def draw_mask(img: np.ndarray, lm: np.ndarray) -> np.ndarray:
     return _alpha_paste(img, overlay, 0, 0)
 
 
-def apply_mask(img: np.ndarray, lm: np.ndarray, template: np.ndarray | None) -> np.ndarray:
-    """Mask the face: the template (Face Mask Lite placement) when given, else the drawn mask."""
-    return paste_template(img, lm, template) if template is not None else draw_mask(img, lm)
+def apply_mask(img: np.ndarray, lm: np.ndarray, template: Template | np.ndarray | None) -> np.ndarray:
+    """Mask the face: a MaskTheFace template by its anchors, an overlay by Face Mask Lite's placement, or (None) the
+    drawn mask."""
+    if template is None:
+        return draw_mask(img, lm)
+    if isinstance(template, Template):
+        if template.anchors is not None:
+            return warp_template(img, lm, template)
+        return paste_template(img, lm, template.rgba)
+    return paste_template(img, lm, template)
 
 
 def crop_box(lm: np.ndarray, scale: float = 1.9, shift: float = 0.08) -> tuple[int, int, int, int]:

@@ -85,6 +85,11 @@ def _filters(n: int) -> Callable[[str, Any], None]:
     return check
 
 
+def _names(key: str, v: Any) -> None:
+    if not isinstance(v, list) or not all(isinstance(n, str) and n for n in v):
+        raise ParamsError(f"{key}: expected a list of template names ([] for all), got {v!r}")
+
+
 def _models(key: str, v: Any) -> None:
     if not isinstance(v, list) or not v:
         raise ParamsError(f"{key}: expected a non-empty list of model names ({', '.join(MODEL_NAMES)}), got {v!r}")
@@ -103,6 +108,9 @@ SCHEMA: dict[str, Any] = {
         "local": _str,
         "faces": _str,
         "mask": _str,
+        "templates": _str,
+        "train_masks": _names,
+        "test_masks": _names,
         "n_pairs": _int(1, 100_000),
         "image_size": _image_size,
         "test_fraction": _float(0.0, 1.0, open_lo=True),
@@ -112,6 +120,7 @@ SCHEMA: dict[str, Any] = {
         "workers": _int(1, 64),
         "indomain_faces": _str,
         "indomain_pairs": _int(0, 100_000),
+        "robustness_masks": _names,
     },
     "explore": {"n_examples": _int(1, 50)},
     "train": {
@@ -139,6 +148,7 @@ SCHEMA: dict[str, Any] = {
         "identity_threshold": _float(0.0, 2.0, open_lo=True),
         "n_examples": _int(1, 50),
         "telea_radius": _int(1, 50),
+        "identity_pairs": _int(0),
     },
 }
 
@@ -199,6 +209,7 @@ def set_values(assignments: list[str], path: str | Path | None = None) -> None:
     path = Path(path or paths.PARAMS_FILE)
     ry = YAML()
     ry.preserve_quotes = True
+    ry.width = 4096  # keep long lists on one line
     doc = ry.load(path.read_text())
     plain = copy.deepcopy(yaml.safe_load(path.read_text()))
     for a in assignments:

@@ -30,6 +30,8 @@ SHARED_LFW_DIR = SHARED_DATA_DIR / "faces-lfw-deepfunneled" / "lfw-deepfunneled"
 SHARED_STYLEGAN_DIR = SHARED_DATA_DIR / "faces-stylegan-boredhumans" / "images"
 SHARED_MASK_DIR = SHARED_DATA_DIR / "mask-templates" / "ohyicong-masksdetection"
 SHARED_DEFAULT_MASK = SHARED_MASK_DIR / "default-mask.png"
+SHARED_TEMPLATES_DIR = SHARED_DATA_DIR / "mask-templates"
+SHARED_MASKTHEFACE_CFG = SHARED_TEMPLATES_DIR / "aqeelanwar-MaskTheFace" / "masks.cfg"
 
 
 def model_path(name: str, models_dir: Path | None = None) -> Path:

@@ -3,8 +3,9 @@
     python -m unmasking.report [--reports-dir R] [--models-dir M] [--data-dir D] [--figure PATH]
 
 The index links the four notebook reports and shows the headline table (``reports/metrics.json``) beside the paper's
-Table 1, the data summary (``reports/data.json``) and the model cards. The figure shows masked / original /
-predicted triplets made only from the in-domain generated faces (no real person), for the README.
+Table 1, the robustness table (the generated faces with each mask template), the data summary (``reports/data.json``)
+and the model cards. The figure shows masked / predicted / original rows made only from the in-domain generated
+faces (no real person), one per mask template, for the README.
 """
 
 from __future__ import annotations
@@ -23,10 +24,10 @@ from unmasking import paths
 
 HEADLINE = ("accuracy_paper", "mse", "psnr", "ssim", "masked_psnr", "masked_l1", "masked_ssim", "identity_distance",
             "identity_match_rate")
-NOTEBOOKS = {"01-download": "the 3,000-pair subset: sources, rejections, in-domain set",
+NOTEBOOKS = {"01-download": "the 3,000-pair subset: sources, mask templates, rejections, in-domain sets",
              "02-explore": "pairs, mask coverage, split, sanity checks",
              "03-train": "the paper's autoencoder and the mask-aware U-Net: model cards, curves",
-             "04-evaluate": "metrics, baselines, the paper's accuracy explained, best and worst cases"}
+             "04-evaluate": "metrics, baselines, the paper's accuracy explained, best and worst cases, robustness"}
 
 
 def _fmt(v: Any) -> str:
@@ -50,32 +51,40 @@ def markdown_table(table: dict[str, dict[str, Any]], cols=HEADLINE) -> str:
     return "\n".join(lines)
 
 
-def triplet_figure(data_dir: Path, models_dir: Path, model_name: str, n: int = 4, seed: int = 0) -> bytes | None:
-    """PNG bytes of masked / original / predicted triplets from the generated-face test set (None without it)."""
+def triplet_figure(data_dir: Path, models_dir: Path, model_name: str, n: int = 7, seed: int = 0) -> bytes | None:
+    """PNG bytes of masked / predicted / original rows from the generated-face test sets, one generated face per
+    mask template (None without them). No real person is shown."""
     import matplotlib
 
     matplotlib.use("Agg")
     from unmasking import data, evaluate, models, plots
 
-    ind = Path(data_dir) / "indomain"
+    sets = evaluate.robustness_sets(Path(data_dir) / "indomain", ("default-mask",))[:n]
     weights = paths.model_path(model_name, models_dir)
-    if not (ind / paths.MANIFEST_NAME).is_file() or not weights.is_file():
+    if not sets or not weights.is_file():
         return None
-    part = data.load_pairs(ind, ["test"])
-    pick = np.sort(np.random.default_rng(seed).choice(len(part["ids"]), size=min(n, len(part["ids"])), replace=False))
     model = models.load(weights)
     others = {name: models.load(paths.model_path(name, models_dir)) for name in ("paper_ae",)
               if name != model_name and paths.model_path(name, models_dir).is_file()}
-    masked, truth = part["masked"][pick], part["unmasked"][pick]
-    cols = {"masked input": masked}
-    cols.update({name: evaluate.model_outputs(m, masked) for name, m in others.items()})
-    cols[model_name] = evaluate.model_outputs(model, masked)
-    cols["original"] = truth
-    rows = [[cols[c][i] for c in cols] for i in range(len(pick))]
-    fig = plots.image_grid(rows, list(cols), size=1.8)
+    n_faces = len(data.read_manifest(sets[0]))
+    pick = np.random.default_rng(seed).choice(n_faces, size=len(sets), replace=False)
+    rows, titles = [], []
+    for d, i in zip(sets, pick):
+        part = data.load_pairs(d, ["test"])
+        masked, truth = part["masked"][i : i + 1], part["unmasked"][i]
+        row = [masked[0], *[evaluate.model_outputs(m, masked)[0] for m in others.values()],
+               evaluate.model_outputs(model, masked)[0], truth]
+        rows.append(row)
+        titles.append(d.name)
+    fig = plots.image_grid(rows, ["masked input", *others, model_name, "original"], titles, size=1.8)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
     return buf.getvalue()
+
+
+def robustness_table(robust: dict[str, dict[str, dict[str, Any]]], metric: str) -> dict[str, dict[str, Any]]:
+    """{template: {method: value}} of one metric from ``metrics.json``'s robustness section."""
+    return {t: {m: s.get(metric) for m, s in tab.items()} for t, tab in robust.items()}
 
 
 def _notice_png(text: str) -> bytes:
@@ -114,6 +123,13 @@ def index_html(reports_dir: Path, models_dir: Path, figure: bytes | None) -> str
         parts.append(f"<h2>In-domain check: {ind['n_test']} generated faces</h2>"
                      f"<p>{html.escape(str(ind['data_source']))} (GAN faces aligned like Face Mask Lite's).</p>")
         parts.append(table_html(ind["test"]))
+    if "robustness" in metrics:
+        rob = metrics["robustness"]
+        methods = list(next(iter(rob.values())))
+        parts.append("<h2>Robustness: the generated faces with other masks</h2><p>The same faces masked with each "
+                     "template; a model that only learned to turn a white mask into skin fails on the others.</p>")
+        for metric in ("masked_psnr", "ssim", "identity_match_rate"):
+            parts.append(f"<h3>{metric}</h3>" + table_html(robustness_table(rob, metric), methods))
     parts.append("<h2>The paper's Table 1</h2><table><tr><th></th><th>accuracy</th><th>loss</th></tr>"
                  "<tr><th>paper</th><td>91 %</td><td>3 %</td></tr></table>"
                  "<p>The paper's accuracy is Keras's <code>CategoricalAccuracy</code> over pixels "
@@ -124,7 +140,8 @@ def index_html(reports_dir: Path, models_dir: Path, figure: bytes | None) -> str
                      f'src="data:image/png;base64,{b64}">')
     if datam:
         s = datam.get("subset", {})
-        parts.append("<h2>Data</h2>" + table_html({"subset": s, **({"indomain": datam["indomain"]} if "indomain" in datam else {})},
+        ind = {f"indomain/{k}": v for k, v in datam.get("indomain", {}).items()}
+        parts.append("<h2>Data</h2>" + table_html({"subset": s, **ind},
                                                  ("source", "used", "rejected", "landmark_success_rate", "seconds")))
     if cards:
         parts.append("<h2>Models</h2>" + table_html(cards, ("parameters", "epochs_run", "best_epoch", "wall_time_s",
