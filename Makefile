@@ -10,14 +10,16 @@ STAMP := $(VENV)/.installed
 #   make repro                          -> Face Mask Lite from Kaggle (needs Kaggle credentials)
 #   make repro FACES=<dir> [MASK=<png>] -> pairs synthesized from a folder of faces (MASK= for the drawn mask)
 #   make repro LOCAL=<dir or zip>       -> a downloaded copy in Face Mask Lite layout
+# PROFILE=<file> also applies a parameter profile (e.g. profiles/gpu-long.yaml) to params.yaml first.
 FACES ?=
+PROFILE ?=
 LOCAL ?=
 MASK ?= ../shared/data/mask-templates/ohyicong-masksdetection/default-mask.png
 
 .PHONY: help env repro test lab bench clean-env
 
 help:
-	@echo "make repro [FACES=dir [MASK=png] | LOCAL=dir-or-zip]   run the study (dvc repro)"
+	@echo "make repro [FACES=dir [MASK=png] | LOCAL=dir-or-zip] [PROFILE=yaml]   run the study (dvc repro)"
 	@echo "make test                                              run the tests"
 	@echo "make lab                                               open the notebooks in JupyterLab"
 	@echo "make bench                                             measure the study's speed (reports/bench.json)"
@@ -40,6 +42,9 @@ else ifneq ($(strip $(LOCAL)),)
 	$(BIN)/python -m unmasking.params set download.source=local "download.local=$(LOCAL)"
 else
 	$(BIN)/python -m unmasking.params set download.source=kaggle
+endif
+ifneq ($(strip $(PROFILE)),)
+	$(BIN)/python -m unmasking.params profile "$(PROFILE)"
 endif
 	mkdir -p reports
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro 2>&1 | tee reports/repro.log

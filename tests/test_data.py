@@ -1,4 +1,5 @@
 import csv
+import json
 import zipfile
 from pathlib import Path
 
@@ -15,7 +16,8 @@ from conftest import DEFAULT_MASK, LFW, ROOT, face_like, make_fml, needs_shared
 
 def dl_params(**kw):
     p = yaml.safe_load((ROOT / "params.yaml").read_text())["download"]
-    p.update({"source": "local", "n_pairs": 20, "image_size": 32, "min_pairs": 5, "workers": 1, **kw})
+    p.update({"source": "local", "n_pairs": 20, "image_size": 32, "min_pairs": 5, "workers": 1, "train_masks": [],
+              "test_masks": [], **kw})
     return p
 
 
@@ -253,3 +255,38 @@ def test_duplicate_faces_are_used_once(tmp_path):
     dup = [r for r in s["rejected_files"] if r["reason"] == "duplicate file"]
     assert len(dup) == 1 and s["used"] == s["tried"] - s["rejected"]
     assert {dup[0]["file"], dup[0]["detail"].split()[-1]} == {"p0.jpg", "p0-copy.jpg"}
+
+
+def test_templates_are_drawn_per_split_with_the_seed():
+    splits = ["train"] * 300 + ["val"] * 30 + ["test"] * 70
+    names = data.choose_templates(splits, ["a", "a", "b"], ["c"], seed=3)
+    assert names == data.choose_templates(splits, ["a", "a", "b"], ["c"], seed=3)
+    assert names != data.choose_templates(splits, ["a", "a", "b"], ["c"], seed=4)
+    assert set(names[330:]) == {"c"} and set(names[:330]) == {"a", "b"}
+    assert 0.55 < names[:330].count("a") / 330 < 0.78  # a name listed twice is drawn twice as often
+
+
+@needs_shared
+def test_train_and_test_templates_and_robustness_sets(tmp_path):
+    from conftest import STYLEGAN, TEMPLATES
+
+    dl = dl_params(source="faces", faces=str(LFW), mask=str(DEFAULT_MASK), templates=str(TEMPLATES), n_pairs=12,
+                   image_size=64, workers=2, test_fraction=0.25, train_masks=["black-mask", "N95"],
+                   test_masks=["default-mask"], indomain_faces=str(STYLEGAN), indomain_pairs=3,
+                   robustness_masks=["default-mask", "cloth"])
+    s = data.build_subset(dl, 0, tmp_path / "subset", progress=False)
+    rows = data.read_manifest(tmp_path / "subset")
+    assert {r["mask"] for r in rows if r["split"] == "test"} == {"default-mask"}
+    assert {r["mask"] for r in rows if r["split"] != "test"} <= {"black-mask", "N95"}
+    assert sum(s["masks_used"].values()) == 12 and "seconds" in s
+    assert "seconds" not in json.loads((tmp_path / "subset" / "summary.json").read_text())
+    for r in rows:
+        m = np.asarray(Image.open(tmp_path / "subset" / r["masked_file"]))
+        u = np.asarray(Image.open(tmp_path / "subset" / r["unmasked_file"]))
+        assert data.check_pair(m, u)["ok"], r
+    rob = data.build_robustness(dl, 0, tmp_path / "indomain", progress=False)
+    assert list(rob) == ["default-mask", "cloth"]
+    a, b = (data.load_pairs(tmp_path / "indomain" / n, ["test"]) for n in rob)
+    assert (a["unmasked"] == b["unmasked"]).all() and (a["masked"] != b["masked"]).any()  # same faces, other mask
+    with pytest.raises(DataError, match="no mask template named 'nonesuch'"):
+        data.build_subset({**dl, "train_masks": ["nonesuch"]}, 0, tmp_path / "x", progress=False)

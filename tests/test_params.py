@@ -73,3 +73,20 @@ def test_stage_refuses_bad_params_before_any_work(tmp_path, python):
     assert r.returncode == 2
     assert "download.image_size" in r.stderr
     assert not (tmp_path / "data").exists() and not (tmp_path / "reports").exists()
+
+
+def test_profiles_apply_and_are_validated(tmp_path):
+    f = tmp_path / "params.yaml"
+    f.write_text((ROOT / "params.yaml").read_text())
+    for prof in sorted((ROOT / "profiles").glob("*.yaml")):  # every shipped profile is valid
+        P.set_values(P.profile_assignments(prof), f)
+        P.load(f)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train.mask_unet.filters: [8, 8]\n")
+    with pytest.raises(P.ParamsError, match="train.mask_unet.filters"):
+        P.set_values(P.profile_assignments(bad), f)
+    prof = tmp_path / "p.yaml"
+    prof.write_text("train.mask_unet.epochs: 7\ndownload.robustness_masks: [N95, cloth]\n")
+    assert P.main(["profile", str(prof), "--file", str(f)]) == 0
+    p = P.load(f)
+    assert p["train"]["mask_unet"]["epochs"] == 7 and p["download"]["robustness_masks"] == ["N95", "cloth"]

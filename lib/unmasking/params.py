@@ -3,8 +3,9 @@
 Every stage validates the whole file before it does any work: an unknown key, a value of the wrong type or out of
 range stops it with a message that names the key (``ParamsError``).
 
-Command line (used by the Makefile to choose the data source):
+Command line (used by the Makefile to choose the data source and a parameter profile):
     python -m unmasking.params set download.source=faces download.faces=PATH
+    python -m unmasking.params profile profiles/gpu-long.yaml
     python -m unmasking.params check
 """
 
@@ -232,18 +233,36 @@ def set_values(assignments: list[str], path: str | Path | None = None) -> None:
         ry.dump(doc, f)
 
 
+def profile_assignments(path: str | Path) -> list[str]:
+    """The ``section.key=value`` assignments of a profile file (a YAML mapping of dotted keys to values)."""
+    path = Path(path)
+    try:
+        doc = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ParamsError(f"{path}: no such profile") from None
+    if not isinstance(doc, dict) or not doc:
+        raise ParamsError(f"{path}: a profile is a mapping of section.key: value")
+    return [f"{k}={yaml.safe_dump(v, default_flow_style=True, width=4096).strip().removesuffix('...').strip()}"
+            for k, v in doc.items()]
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m unmasking.params", description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
     s = sub.add_parser("set", help="set section.key=value in params.yaml")
     s.add_argument("assignments", nargs="+")
     s.add_argument("--file", default=None)
+    pr = sub.add_parser("profile", help="apply a profile file (section.key: value lines) to params.yaml")
+    pr.add_argument("profile")
+    pr.add_argument("--file", default=None)
     c = sub.add_parser("check", help="validate params.yaml")
     c.add_argument("--file", default=None)
     args = ap.parse_args(argv)
     try:
         if args.cmd == "set":
             set_values(args.assignments, args.file)
+        elif args.cmd == "profile":
+            set_values(profile_assignments(args.profile), args.file)
         else:
             load(args.file)
             print("params.yaml: ok")
