@@ -57,7 +57,7 @@ def triplet_figure(data_dir: Path, models_dir: Path, model_name: str, n: int = 7
     import matplotlib
 
     matplotlib.use("Agg")
-    from unmasking import data, evaluate, models, plots
+    from unmasking import data, evaluate, images, models, plots
 
     sets = evaluate.robustness_sets(Path(data_dir) / "indomain", ("default-mask",))[:n]
     weights = paths.model_path(model_name, models_dir)
@@ -69,9 +69,9 @@ def triplet_figure(data_dir: Path, models_dir: Path, model_name: str, n: int = 7
     n_faces = len(data.read_manifest(sets[0]))
     pick = np.random.default_rng(seed).choice(n_faces, size=len(sets), replace=False)
     rows, titles = [], []
-    for d, i in zip(sets, pick):
-        part = data.load_pairs(d, ["test"])
-        masked, truth = part["masked"][i : i + 1], part["unmasked"][i]
+    for d, i in zip(sets, pick):  # one pair per set: read just its two files
+        row = [r for r in data.read_manifest(d) if r["split"] == "test"][i]
+        masked, truth = images.read_rgb(d / row["masked_file"])[None], images.read_rgb(d / row["unmasked_file"])
         row = [masked[0], *[evaluate.model_outputs(m, masked)[0] for m in others.values()],
                evaluate.model_outputs(model, masked)[0], truth]
         rows.append(row)
