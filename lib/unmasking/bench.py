@@ -70,9 +70,9 @@ def bench_training(name: str, cfg: dict, image_size: int, batch_size: int, n_ima
     y = x.copy()
     y[:, image_size // 2 :] = 255 - y[:, image_size // 2 :]
     ds = train.PairBatches(x, y, batch_size, 0, mask_target=models.needs_mask_target(name))
-    model.fit(ds, epochs=1, verbose=0, shuffle=False)  # warm-up: tracing and compilation
+    train.train_epoch(model, ds, 0)  # warm-up: tracing and compilation
     t = time.perf_counter()
-    model.fit(ds, epochs=1, verbose=0, shuffle=False)
+    train.train_epoch(model, ds, 1)  # the training stage's own loop
     dt = time.perf_counter() - t
     ips = n_images / dt
     flops = 3 * conv_flops(model)

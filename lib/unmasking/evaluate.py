@@ -143,6 +143,46 @@ def identity_distances(unmasked: np.ndarray, outputs: dict[str, np.ndarray], wor
     return dist, int(sum(r[0] for r in results))
 
 
+_PIXEL_INPUTS: dict[str, Any] = {}
+
+
+def _pixel_metrics_one(i: int) -> list[dict[str, float]]:
+    """Every method's pixel metrics for image ``i`` of the arrays in ``_PIXEL_INPUTS`` (set before the workers fork)."""
+    masked, unmasked, outputs = _PIXEL_INPUTS["masked"], _PIXEL_INPUTS["unmasked"], _PIXEL_INPUTS["outputs"]
+    m = masked[i].astype(np.float32) / 255
+    u = unmasked[i].astype(np.float32) / 255
+    return [metrics.image_metrics(out[i].astype(np.float32) / 255, u, m) for out in outputs]
+
+
+def pixel_metrics(masked: np.ndarray, unmasked: np.ndarray, outputs: dict[str, np.ndarray], workers: int = 2,
+                  progress: bool = True) -> list[list[dict[str, float]]]:
+    """``metrics.image_metrics`` of every method's output for every image: [image][method, in ``outputs`` order].
+
+    The images are spread over ``workers`` forked processes (the same numbers as one process, in the same order).
+    """
+    import multiprocessing as mp
+
+    from tqdm import tqdm
+
+    _PIXEL_INPUTS.update(masked=masked, unmasked=unmasked, outputs=list(outputs.values()))
+    try:
+        bar = tqdm(total=len(masked), desc="pixel metrics", disable=None if progress else True, mininterval=2.0)
+        results = []
+        if workers > 1 and "fork" in mp.get_all_start_methods():
+            with mp.get_context("fork").Pool(workers) as pool:
+                for r in pool.imap(_pixel_metrics_one, range(len(masked)), chunksize=16):
+                    results.append(r)
+                    bar.update(1)
+        else:
+            for i in range(len(masked)):
+                results.append(_pixel_metrics_one(i))
+                bar.update(1)
+        bar.close()
+        return results
+    finally:
+        _PIXEL_INPUTS.clear()
+
+
 def evaluate(masked: np.ndarray, unmasked: np.ndarray, ids: list[str], outputs: dict[str, np.ndarray],
              identity: bool = True, progress: bool = True, workers: int = 2, masks: list[str] | None = None,
              identity_limit: int = 0) -> list[dict[str, Any]]:
@@ -153,19 +193,13 @@ def evaluate(masked: np.ndarray, unmasked: np.ndarray, ids: list[str], outputs: 
     ``identity_limit`` > 0 scores identity on the first that many images only (dlib takes ~0.1 s per face); the
     other rows have no identity keys.
     """
-    from tqdm import tqdm
-
-    rows = []
-    for i in tqdm(range(len(ids)), desc="pixel metrics", disable=None if progress else True, mininterval=2.0):
-        m = masked[i].astype(np.float32) / 255
-        u = unmasked[i].astype(np.float32) / 255
-        for name, out in outputs.items():
-            rows.append({"method": name, "pair_id": ids[i], **({"mask": masks[i]} if masks else {}),
-                         **metrics.image_metrics(out[i].astype(np.float32) / 255, u, m)})
+    names = list(outputs)
+    per_image = pixel_metrics(masked, unmasked, outputs, workers, progress)
+    rows = [{"method": name, "pair_id": ids[i], **({"mask": masks[i]} if masks else {}), **per_image[i][j]}
+            for i in range(len(ids)) for j, name in enumerate(names)]
     if identity:
         n = min(identity_limit, len(ids)) if identity_limit else len(ids)
         dist, _ = identity_distances(unmasked[:n], {k: v[:n] for k, v in outputs.items()}, workers, progress)
-        names = list(outputs)
         for k, row in enumerate(rows[: n * len(names)]):
             d = float(dist[row["method"]][k // len(names)])
             row["identity_distance"] = d

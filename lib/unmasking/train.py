@@ -85,21 +85,16 @@ class PairBatches(keras.utils.PyDataset):
         return len(self)
 
 
-class _EpochState(keras.callbacks.Callback):
-    """Sets the epoch of the data, validates with the study's metrics, checkpoints, and stops early."""
+class _EpochState:
+    """After each epoch: validates with the study's metrics, checkpoints, stops early, logs."""
 
-    def __init__(self, name: str, ds: PairBatches, val: dict[str, np.ndarray], ckpt: Path, state: dict[str, Any],
-                 patience: int, history_csv: Path, batch_size: int, log=print):
-        super().__init__()
-        self.name, self.ds, self.val, self.ckpt, self.state = name, ds, val, ckpt, state
+    def __init__(self, name: str, model: keras.Model, ds: PairBatches, val: dict[str, np.ndarray], ckpt: Path,
+                 state: dict[str, Any], patience: int, history_csv: Path, batch_size: int, log=print):
+        self.name, self.model, self.ds, self.val, self.ckpt, self.state = name, model, ds, val, ckpt, state
         self.patience, self.history_csv, self.batch_size, self.log = patience, history_csv, batch_size, log
 
-    def on_epoch_begin(self, epoch, logs=None):
-        self.ds.set_epoch(epoch)
-        self.t0 = time.perf_counter()
-
-    def on_epoch_end(self, epoch, logs=None):
-        seconds = time.perf_counter() - self.t0
+    def end(self, epoch: int, loss: float, seconds: float) -> bool:
+        """Record epoch ``epoch`` (0-based) and save the checkpoint; return whether training should stop."""
         seen = min(len(self.ds) * self.ds.batch_size, len(self.ds.x))
         x, u, masked_u8 = self.val["x"], self.val["y"], self.val["masked"]
         pred = self.model.predict(x, batch_size=self.batch_size, verbose=0)
@@ -107,12 +102,10 @@ class _EpochState(keras.callbacks.Callback):
         loss_fn = self.model.loss if callable(self.model.loss) else keras.losses.get(self.model.loss)
         val_loss = float(keras.ops.convert_to_numpy(keras.ops.mean(loss_fn(y_true, pred))))
         m = metrics.batch_region_metrics(pred[..., :3], u, masked_u8.astype(np.float32) / 255.0)
-        row = {"epoch": epoch + 1, "loss": float(logs.get("loss", float("nan"))), "val_loss": val_loss,
+        row = {"epoch": epoch + 1, "loss": float(loss), "val_loss": val_loss,
                "val_mse": m["mse"], "val_masked_l1": m.get("masked_l1", float("nan")),
                "val_masked_psnr": m.get("masked_psnr", float("nan")), "seconds": round(seconds, 2),
                "images_per_s": round(seen / seconds, 2) if seconds else float("nan")}
-        if logs is not None:
-            logs.update({k: v for k, v in row.items() if k.startswith("val_")})
         st = self.state
         st["history"].append(row)
         st["epoch"] = epoch + 1
@@ -124,7 +117,6 @@ class _EpochState(keras.callbacks.Callback):
             st["wait"] += 1
         if st["wait"] > self.patience:
             st["stopped_early"] = True
-            self.model.stop_training = True
         self.model.save(self.ckpt / "last.keras.tmp.keras")
         os.replace(self.ckpt / "last.keras.tmp.keras", self.ckpt / "last.keras")
         tmp = self.ckpt / "state.json.tmp"
@@ -135,6 +127,28 @@ class _EpochState(keras.callbacks.Callback):
                  f"val_mse {m['mse']:.5f}  val_masked_l1 {row['val_masked_l1']:.4f}  "
                  f"val_masked_psnr {row['val_masked_psnr']:.2f} dB  {row['images_per_s']:.1f} img/s"
                  + ("  (best)" if improved else ""))
+        return st["stopped_early"]
+
+
+def train_epoch(model: keras.Model, ds: PairBatches, epoch: int, distributed: bool = False) -> float:
+    """Train one epoch over ``ds`` (its batches for ``epoch``); return the mean training loss.
+
+    One device: batch by batch with ``train_on_batch``, which on a 2-core CPU runs about 1.5x faster than
+    ``fit`` over the same batches (``fit``'s input pipeline threads compete with the convolutions for the cores, and
+    whole epochs then run at 60 % speed). Data-parallel (``distributed``): ``fit``, which splits each batch across the
+    devices.
+    """
+    ds.set_epoch(epoch)
+    if distributed:
+        h = model.fit(ds, epochs=epoch + 1, initial_epoch=epoch, verbose=0, shuffle=False)
+        return float(h.history["loss"][-1])
+    total, n = 0.0, 0
+    for i in range(len(ds)):
+        x, y = ds[i]
+        logs = model.train_on_batch(x, y, return_dict=True)
+        total += float(logs["loss"]) * len(x)
+        n += len(x)
+    return total / n if n else float("nan")
 
 
 def write_history(path: Path, rows: list[dict[str, Any]]) -> None:
@@ -229,13 +243,17 @@ def train_model(name: str, train_params: dict[str, Any], subset_dir: Path, model
     val_ds = PairBatches(va["masked"], va["unmasked"], bs, seed, shuffle=False, mask_target=mask_target)
     val = {"x": val_ds.x, "y": va["unmasked"].astype(np.float32) / 255.0, "target": val_ds.y, "masked": va["masked"]}
     history_csv = reports_dir / "train" / f"{name}_history.csv"
-    cb = _EpochState(name, ds, val, ckpt, state, train_params["patience"], history_csv, bs, log)
-    epochs = cfg["epochs"]
+    epochs_state = _EpochState(name, model, ds, val, ckpt, state, train_params["patience"], history_csv, bs, log)
     t0 = time.perf_counter()
-    if state["epoch"] < epochs and not state["stopped_early"]:
-        # shuffle=False: the data shuffles itself as a function of (seed, epoch); Keras's own batch shuffling
-        # draws from a generator that a resumed run could not restore.
-        model.fit(ds, epochs=epochs, initial_epoch=state["epoch"], callbacks=[cb], verbose=0, shuffle=False)
+    # The batches of epoch e are a function of (seed, e) only: a resumed run sees the same batches as an
+    # uninterrupted one.
+    for epoch in range(state["epoch"], cfg["epochs"]):
+        if state["stopped_early"]:
+            break
+        t = time.perf_counter()
+        loss = train_epoch(model, ds, epoch, distributed=train_params["distribute"])
+        if epochs_state.end(epoch, loss, time.perf_counter() - t):
+            break
     state["train_seconds"] = round(state.get("train_seconds", 0.0) + time.perf_counter() - t0, 1)
     write_history(history_csv, state["history"])
     best_path = ckpt / "best.keras" if (ckpt / "best.keras").is_file() else None
