@@ -161,7 +161,11 @@ def test_benchmark_runs_on_the_tiny_configuration(tmp_path, pipeline):
     assert b["data_local_copy"]["pairs"] == 4 and b["matmul_gflops"] > 0
     for name in ("paper_ae", "mask_unet"):
         t = b["training"][name]
-        assert t["train_images_per_s"] > 0 and t["train_gflop_per_image"] > 0 and 0 < t["share_of_matmul_ceiling"]
+        assert t["train_images_per_s"] > 0 and t["train_gflop_per_image"] > 0 and 0 < t["share_of_ceiling"] <= 1
+        assert 0 <= t["input_share_of_epoch"] < 1 and t["cores_busy"] > 0
+    assert set(b["conv3x3_train_gflops_by_width"]) == {"16", "64", "256"}
+    assert all(0 < g <= b["ceiling_gflops"] for g in b["conv3x3_train_gflops_by_width"].values())
+    assert b["ceiling_gflops"] >= max(b["matmul_gflops"], b["numpy_matmul_gflops"])
     assert b["stages"]["seconds"] == {"download": 12.0, "train": 30.0}
     assert "GFLOP/s" in r.stdout
 

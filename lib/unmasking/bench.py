@@ -4,10 +4,14 @@ Measured in one run on this machine:
 
 * data stage: pairs/s synthesizing pairs from a folder of faces (landmarks + overlay + crop + resize, all workers),
   and pairs/s reading a local Face Mask Lite-layout copy of generated 1024 x 1024 PNGs;
-* training: images/s of each model at the configured image size and batch after a warm-up epoch; FLOPs per training
-  image counted per layer from the Keras graph (convolutions: 2 x k x k x C_in x C_out x H_out x W_out for the
-  forward pass, times 3 for forward + backward; other layers ignored), hence the achieved GFLOP/s; and the GFLOP/s of
-  a large float32 matrix product in the same backend (the practical ceiling);
+* training: images/s of each model at the configured image size and batch after a warm-up epoch, through the
+  training stage's own loop (``train.train_epoch``), how many cores it kept busy (CPU time / wall time), and the
+  share of that epoch the input side (batching, flips) takes; FLOPs per training image counted per layer from the
+  Keras graph (convolutions: 2 x k x k x C_in x C_out x H_out x W_out for the forward pass, times 3 for forward +
+  backward; other layers ignored), hence the achieved GFLOP/s; the GFLOP/s of a large float32 matrix product in the
+  backend and through NumPy's BLAS, and the training GFLOP/s of a single 3 x 3 convolution 16, 64 and 256 channels
+  wide (how far thin convolutions are from wide ones); the fastest of these is the practical ceiling that the
+  models' share is measured against;
 * inference: images/s batched, and milliseconds for one photo through ``unmask predict`` (detect, crop, predict,
   paste back);
 * the wall time of each pipeline stage, read from the last ``make repro`` log (``reports/repro.log``).
@@ -45,6 +49,18 @@ def conv_flops(model) -> int:
     return int(total)
 
 
+def numpy_matmul_gflops(n: int = 2048, repeats: int = 5) -> float:
+    """GFLOP/s of an n x n float32 matrix product through NumPy's BLAS (best of ``repeats``)."""
+    a = np.random.default_rng(0).random((n, n), dtype=np.float32)
+    a @ a
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        a @ a
+        best = min(best, time.perf_counter() - t)
+    return 2 * n**3 / best / 1e9
+
+
 def matmul_gflops(n: int = 2048, repeats: int = 5) -> float:
     """GFLOP/s of an n x n float32 matrix product in the Keras backend (best of ``repeats``)."""
     import keras
@@ -71,9 +87,15 @@ def bench_training(name: str, cfg: dict, image_size: int, batch_size: int, n_ima
     y[:, image_size // 2 :] = 255 - y[:, image_size // 2 :]
     ds = train.PairBatches(x, y, batch_size, 0, mask_target=models.needs_mask_target(name))
     train.train_epoch(model, ds, 0)  # warm-up: tracing and compilation
-    t = time.perf_counter()
+    t, cpu = time.perf_counter(), os.times()
     train.train_epoch(model, ds, 1)  # the training stage's own loop
     dt = time.perf_counter() - t
+    cpu_s = sum(os.times()[:2]) - sum(cpu[:2])  # this process's user + system CPU time in that epoch
+    ds.set_epoch(1)
+    t = time.perf_counter()
+    for i in range(len(ds)):  # the same epoch's batches alone: what the input side costs the loop
+        ds[i]
+    input_s = time.perf_counter() - t
     ips = n_images / dt
     flops = 3 * conv_flops(model)
     t = time.perf_counter()
@@ -81,7 +103,30 @@ def bench_training(name: str, cfg: dict, image_size: int, batch_size: int, n_ima
     infer = n_images / (time.perf_counter() - t)
     return {"parameters": int(model.count_params()), "train_images_per_s": round(ips, 1),
             "train_gflop_per_image": round(flops / 1e9, 3), "train_gflops_achieved": round(ips * flops / 1e9, 1),
-            "inference_images_per_s": round(infer, 1)}
+            "inference_images_per_s": round(infer, 1), "input_share_of_epoch": round(input_s / dt, 4),
+            "cores_busy": round(cpu_s / dt, 2)}
+
+
+def conv_gflops(widths: tuple[int, ...] = (16, 64, 256), size: int = 64, batch: int = 8, repeats: int = 3
+                ) -> dict[str, float]:
+    """Training GFLOP/s of one 3 x 3 convolution with ``C`` channels in and out, per width ``C``: how the convolutions'
+    speed depends on their width on this machine (the models' are 16-192 channels wide)."""
+    import keras
+
+    out = {}
+    rng = np.random.default_rng(0)
+    for c in widths:
+        model = keras.Sequential([keras.Input((size, size, c)), keras.layers.Conv2D(c, 3, padding="same")])
+        model.compile(optimizer="sgd", loss="mse")
+        x = rng.random((batch, size, size, c), dtype=np.float32)
+        model.train_on_batch(x, x)
+        best = float("inf")
+        for _ in range(repeats):
+            t = time.perf_counter()
+            model.train_on_batch(x, x)
+            best = min(best, time.perf_counter() - t)
+        out[str(c)] = round(3 * 2 * 9 * c * c * size * size * batch / best / 1e9, 1)
+    return out
 
 
 def bench_synthesis(faces_dir: Path, mask: str, n: int, image_size: int, workers: int) -> dict[str, Any]:
@@ -170,10 +215,16 @@ def run(params_file: Path | None, out: Path, faces: Path | None, n_synth: int, n
     if n_local:
         result["data_local_copy"] = bench_local_copy(n_local, size, dl["workers"])
     result["matmul_gflops"] = round(matmul_gflops(), 1)
+    result["numpy_matmul_gflops"] = round(numpy_matmul_gflops(), 1)
+    result["conv3x3_train_gflops_by_width"] = conv_gflops()
+    # The practical ceiling: the fastest dense float32 work measured here (a wide convolution can beat the
+    # backend's own matrix product)
+    result["ceiling_gflops"] = max(result["matmul_gflops"], result["numpy_matmul_gflops"],
+                                   *result["conv3x3_train_gflops_by_width"].values())
     result["training"] = {}
     for name in tp["models"]:
         r = bench_training(name, tp[name], size, tp["batch_size"], n_train)
-        r["share_of_matmul_ceiling"] = round(r["train_gflops_achieved"] / result["matmul_gflops"], 3)
+        r["share_of_ceiling"] = round(r["train_gflops_achieved"] / result["ceiling_gflops"], 3)
         result["training"][name] = r
     try:
         result["predict_one_photo"] = bench_predict_photo(weights, photo)
@@ -191,11 +242,16 @@ def print_table(r: dict[str, Any]) -> None:
     for k in ("data_synthesis", "data_local_copy"):
         if k in r:
             print(f"{k:<28}{r[k]['pairs_per_s']:>10} pairs/s  ({r[k]['pairs']} pairs, {r[k]['workers']} workers)")
-    print(f"{'matmul ceiling':<28}{r['matmul_gflops']:>10} GFLOP/s")
+    print(f"{'matmul (backend, NumPy)':<28}{r['matmul_gflops']:>10}, {r['numpy_matmul_gflops']} GFLOP/s")
     for name, t in r["training"].items():
         print(f"{'train ' + name:<28}{t['train_images_per_s']:>10} img/s  {t['train_gflop_per_image']} GFLOP/img  "
-              f"{t['train_gflops_achieved']} GFLOP/s = {t['share_of_matmul_ceiling']:.0%} of the ceiling; "
-              f"inference {t['inference_images_per_s']} img/s")
+              f"{t['train_gflops_achieved']} GFLOP/s = {t['share_of_ceiling']:.0%} of the ceiling; "
+              f"inference {t['inference_images_per_s']} img/s; input {t['input_share_of_epoch']:.1%} of the epoch; "
+              f"{t['cores_busy']} cores busy")
+    if "conv3x3_train_gflops_by_width" in r:
+        print(f"{'3x3 conv, C in = C out':<28}" + ", ".join(f"C={c}: {g} GFLOP/s"
+                                                            for c, g in r["conv3x3_train_gflops_by_width"].items()))
+    print(f"{'ceiling (fastest of these)':<28}{r['ceiling_gflops']:>10} GFLOP/s")
     ph = r.get("predict_one_photo")
     if ph and "ms_per_photo" in ph:
         print(f"{'unmask predict, one photo':<28}{ph['ms_per_photo']:>10} ms  ({ph['size']}, {ph['weights']})")
