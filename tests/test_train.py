@@ -191,3 +191,20 @@ def test_data_parallel_on_two_logical_cpus(tmp_path, subset):
     assert r.returncode == 0, r.stderr[-3000:]
     assert "OK mask_unet tensorflow" in r.stdout
     assert "data-parallel over 2 devices" in r.stdout
+
+
+def test_batch_by_batch_loop_matches_fit_over_the_same_batches(subset):
+    from unmasking import models, train
+
+    part = data.load_pairs(subset, ["train"])
+    cfg = P.load()["train"]["mask_unet"]
+    weights = []
+    for distributed in (False, True):  # train_on_batch, then keras fit (the data-parallel path, here on one device)
+        train.seed_everything(0)
+        model = models.build("mask_unet", 32, cfg)
+        ds = train.PairBatches(part["masked"], part["unmasked"], 8, 0, flip=True, mask_target=True, steps=3)
+        losses = [train.train_epoch(model, ds, e, distributed=distributed) for e in range(2)]
+        weights.append(model.get_weights())
+        assert all(np.isfinite(losses))
+    for a, b in zip(*weights):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
