@@ -49,31 +49,29 @@ def conv_flops(model) -> int:
     return int(total)
 
 
-def numpy_matmul_gflops(n: int = 2048, repeats: int = 5) -> float:
-    """GFLOP/s of an n x n float32 matrix product through NumPy's BLAS (best of ``repeats``)."""
-    a = np.random.default_rng(0).random((n, n), dtype=np.float32)
-    a @ a
+def best_seconds(fn, repeats: int) -> float:
+    """Seconds of the fastest of ``repeats`` calls of ``fn``, after one untimed warm-up call."""
+    fn()
     best = float("inf")
     for _ in range(repeats):
         t = time.perf_counter()
-        a @ a
+        fn()
         best = min(best, time.perf_counter() - t)
-    return 2 * n**3 / best / 1e9
+    return best
+
+
+def numpy_matmul_gflops(n: int = 2048, repeats: int = 5) -> float:
+    """GFLOP/s of an n x n float32 matrix product through NumPy's BLAS (best of ``repeats``)."""
+    a = np.random.default_rng(0).random((n, n), dtype=np.float32)
+    return 2 * n**3 / best_seconds(lambda: a @ a, repeats) / 1e9
 
 
 def matmul_gflops(n: int = 2048, repeats: int = 5) -> float:
     """GFLOP/s of an n x n float32 matrix product in the Keras backend (best of ``repeats``)."""
-    import keras
     from keras import ops
 
     a = ops.convert_to_tensor(np.random.default_rng(0).random((n, n), dtype=np.float32))
-    keras.ops.convert_to_numpy(ops.matmul(a, a))
-    best = float("inf")
-    for _ in range(repeats):
-        t = time.perf_counter()
-        keras.ops.convert_to_numpy(ops.matmul(a, a))
-        best = min(best, time.perf_counter() - t)
-    return 2 * n**3 / best / 1e9
+    return 2 * n**3 / best_seconds(lambda: ops.convert_to_numpy(ops.matmul(a, a)), repeats) / 1e9
 
 
 def bench_training(name: str, cfg: dict, image_size: int, batch_size: int, n_images: int) -> dict[str, Any]:
@@ -119,13 +117,8 @@ def conv_gflops(widths: tuple[int, ...] = (16, 64, 256), size: int = 64, batch: 
         model = keras.Sequential([keras.Input((size, size, c)), keras.layers.Conv2D(c, 3, padding="same")])
         model.compile(optimizer="sgd", loss="mse")
         x = rng.random((batch, size, size, c), dtype=np.float32)
-        model.train_on_batch(x, x)
-        best = float("inf")
-        for _ in range(repeats):
-            t = time.perf_counter()
-            model.train_on_batch(x, x)
-            best = min(best, time.perf_counter() - t)
-        out[str(c)] = round(3 * 2 * 9 * c * c * size * size * batch / best / 1e9, 1)
+        seconds = best_seconds(lambda: model.train_on_batch(x, x), repeats)
+        out[str(c)] = round(3 * 2 * 9 * c * c * size * size * batch / seconds / 1e9, 1)
     return out
 
 
