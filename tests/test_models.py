@@ -33,6 +33,18 @@ def test_mask_unet_keeps_the_input_where_it_sees_no_mask():
     assert np.allclose(m.predict(x, verbose=0)[..., :3], face, atol=1e-5)
 
 
+def test_mask_unet_batch_norm_is_a_parameter():
+    def kinds(m):
+        return [type(layer).__name__ for layer in m.layers]
+
+    with_bn = models.mask_unet(32, (4, 8, 8, 8), batch_norm=True)
+    without = models.mask_unet(32, (4, 8, 8, 8), batch_norm=False)
+    # stem 1, encoder 3 x 2, bottleneck 2, decoder 3 x 2; the full-size refinement has none
+    assert kinds(with_bn).count("BatchNormalization") == 15
+    assert "BatchNormalization" not in kinds(without)
+    assert with_bn.output_shape == without.output_shape == (None, 32, 32, 4)
+
+
 def test_unmask_loss_rewards_the_right_answer():
     loss = models.UnmaskLoss(hole_weight=6, mask_weight=0.5, ssim_weight=0.2)
     rng = np.random.default_rng(2)
@@ -47,7 +59,7 @@ def test_unmask_loss_rewards_the_right_answer():
 
 def test_save_and_load_round_trip(tmp_path):
     m = models.build("mask_unet", 32, {"filters": [4, 8, 8, 8], "learning_rate": 1e-3, "hole_weight": 6.0,
-                                       "mask_weight": 0.5, "ssim_weight": 0.2})
+                                       "mask_weight": 0.5, "ssim_weight": 0.2, "batch_norm": True})
     m.save(tmp_path / "m.keras")
     back = models.load(tmp_path / "m.keras")
     x = np.random.default_rng(3).random((1, 32, 32, 3)).astype("float32")

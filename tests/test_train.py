@@ -208,3 +208,27 @@ def test_batch_by_batch_loop_matches_fit_over_the_same_batches(subset):
         assert all(np.isfinite(losses))
     for a, b in zip(*weights):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_batch_norm_recalibration_takes_the_mean_statistics_of_the_batches():
+    import keras
+
+    from unmasking import train
+
+    inp = keras.Input((4, 4, 2))
+    bn = keras.layers.BatchNormalization()
+    model = keras.Model(inp, bn(inp))
+    rng = np.random.default_rng(0)
+    batches = [rng.normal(3.0 + i, 1.0 + i, (8, 4, 4, 2)).astype("float32") for i in range(3)]
+    assert train.recalibrate_batch_norm(model, iter(batches)) == 3
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(bn.moving_mean),
+                               np.mean([b.mean(axis=(0, 1, 2)) for b in batches], axis=0), rtol=1e-5)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(bn.moving_variance),
+                               np.mean([b.var(axis=(0, 1, 2)) for b in batches], axis=0), rtol=1e-4)
+    assert bn.momentum == 0.99  # restored
+    # calibrated on one batch, inference normalizes that batch as training does
+    train.recalibrate_batch_norm(model, [batches[2]])
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(model(batches[2], training=False)),
+                               keras.ops.convert_to_numpy(model(batches[2], training=True)), atol=1e-3)
+    dense = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    assert train.recalibrate_batch_norm(dense, [np.ones((1, 2), "float32")]) == 0

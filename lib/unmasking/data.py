@@ -20,13 +20,12 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
-import multiprocessing as mp
 import os
 import shutil
 import time
 import zipfile
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, Protocol
@@ -34,6 +33,8 @@ from typing import Any, Protocol
 import numpy as np
 
 from unmasking import images, masks, paths
+from unmasking.parallel import ordered_map
+from unmasking.parallel import progress as progress_bar
 from unmasking.images import ImageError
 
 FML_MASKED = "with_mask"
@@ -90,23 +91,6 @@ class Collected:
 def coverage(pair: Pair) -> float:
     """Share of the pixels that the mask changes (where masked and unmasked differ)."""
     return float(masks.difference_mask(pair.masked, pair.unmasked).mean())
-
-
-# --------------------------------------------------------------------------------------------------------------------
-# Ordered parallel map: results come back in input order, so the subset does not depend on the number of workers.
-
-
-def _ordered_map(fn: Callable[[Any], Any], items: Iterable[Any], workers: int, initializer=None, initargs=()) -> Iterator[Any]:
-    if workers <= 1:
-        if initializer:
-            initializer(*initargs)
-        for it in items:
-            yield fn(it)
-        return
-    # fork: workers inherit the loaded modules; the data stage imports no threaded framework (no TensorFlow)
-    ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
-    with ctx.Pool(workers, initializer=initializer, initargs=initargs) as pool:
-        yield from pool.imap(fn, items, chunksize=8)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -243,8 +227,8 @@ def find_faces(faces_dir: Path, n_pairs: int, seed: int, one_per_identity: bool,
     seen: dict[str, str] = {}
     found: list[tuple[str, str, np.ndarray]] = []
     no_face = 0
-    bar = _progress(len(ordered), "finding faces", progress)
-    gen = _ordered_map(_landmarks_one, [r for r, _ in ordered], workers, _init_synth, (str(faces_dir), {}, 0))
+    bar = progress_bar(len(ordered), "finding faces", progress)
+    gen = ordered_map(_landmarks_one, [r for r, _ in ordered], workers, _init_synth, (str(faces_dir), {}, 0))
     try:
         for rel, (status, key, payload) in zip((r for r, _ in ordered), gen):
             col.tried += 1
@@ -285,9 +269,9 @@ def mask_faces(found: FoundFaces, names: list[str], templates: dict[str, masks.T
     tasks = [(rel, lm, name) for (rel, _, lm), name in zip(found.faces, names)]
     pairs: list[Pair | None] = []
     rejected: list[dict[str, str]] = []
-    bar = _progress(len(tasks), "masking faces", progress)
+    bar = progress_bar(len(tasks), "masking faces", progress)
     for (rel, ident, _), (status, key, payload) in zip(
-            found.faces, _ordered_map(_synth_one, tasks, workers, _init_synth, (str(found.faces_dir), templates, image_size))):
+            found.faces, ordered_map(_synth_one, tasks, workers, _init_synth, (str(found.faces_dir), templates, image_size))):
         bar.update(1)
         if status == "rejected":
             rejected.append({"file": rel, "reason": key, "detail": payload if payload != key else ""})
@@ -466,8 +450,8 @@ def collect_fml(root: Path, index: FmlIndex, chosen: list[tuple[str, str, str]],
         col.reject(n, "unpaired unmasked image", "no matching file in with_mask/")
     for n in index.ignored:
         col.reject(n, "not in Face Mask Lite layout", "expected with_mask/ or without_mask/ image files")
-    bar = _progress(len(chosen), "loading pairs", progress)
-    gen = _ordered_map(_load_local_pair, chosen, workers, _init_local, (str(root), image_size))
+    bar = progress_bar(len(chosen), "loading pairs", progress)
+    gen = ordered_map(_load_local_pair, chosen, workers, _init_local, (str(root), image_size))
     try:
         for item, (status, key, payload) in zip(chosen, gen):
             col.tried += 1
@@ -598,7 +582,7 @@ def download_kaggle(client: KaggleClient, dataset: str, n_pairs: int, seed: int,
     """
     chosen = np.random.default_rng(seed).permutation(FML_SEEDS)[: _with_margin(n_pairs, FML_SEEDS)]
     pairs, failed = [], []
-    bar = _progress(len(chosen), "downloading pairs", progress)
+    bar = progress_bar(len(chosen), "downloading pairs", progress)
     try:
         for s in chosen:
             ok = True
@@ -857,12 +841,6 @@ def load_pairs(subset_dir: Path, splits: Iterable[str] = ("train",), verify: boo
     if not rows:
         raise DataError(f"{subset_dir}: no pairs in split(s) {', '.join(sorted(wanted))}")
     return {"masked": np.stack(m), "unmasked": np.stack(u), "ids": [r["pair_id"] for r in rows], "rows": rows}
-
-
-def _progress(total: int, desc: str, enabled: bool):
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc=desc, disable=None if enabled else True, mininterval=2.0)  # None: off without a terminal
 
 
 def check_pair(masked: np.ndarray, unmasked: np.ndarray) -> dict[str, float]:

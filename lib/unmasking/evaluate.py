@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from unmasking import metrics
+from unmasking import metrics, parallel
 
 BASELINES = ("masked_input", "telea", "telea_oracle")
 SUMMARY_METRICS = (*metrics.IMAGE_METRICS, "identity_distance", "identity_match_rate")
@@ -120,25 +120,9 @@ def identity_distances(unmasked: np.ndarray, outputs: dict[str, np.ndarray], wor
 
     dlib computes one embedding on one core; the pairs are spread over ``workers`` processes.
     """
-    import multiprocessing as mp
-
-    from tqdm import tqdm
-
     names = list(outputs)
     tasks = ((unmasked[i], [outputs[n][i] for n in names]) for i in range(len(unmasked)))
-    results = []
-    bar = tqdm(total=len(unmasked), desc="identity", disable=None if progress else True, mininterval=2.0)
-    if workers > 1:
-        ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
-        with ctx.Pool(workers) as pool:
-            for r in pool.imap(_identity_one, tasks, chunksize=8):
-                results.append(r)
-                bar.update(1)
-    else:
-        for t in tasks:
-            results.append(_identity_one(t))
-            bar.update(1)
-    bar.close()
+    results = parallel.ordered_map_with_progress(_identity_one, tasks, len(unmasked), "identity", workers, progress)
     dist = {n: np.array([r[1][j] for r in results], np.float64) for j, n in enumerate(names)}
     return dist, int(sum(r[0] for r in results))
 
@@ -146,8 +130,12 @@ def identity_distances(unmasked: np.ndarray, outputs: dict[str, np.ndarray], wor
 _PIXEL_INPUTS: dict[str, Any] = {}
 
 
+def _set_pixel_inputs(masked: np.ndarray, unmasked: np.ndarray, outputs: list[np.ndarray]) -> None:
+    _PIXEL_INPUTS.update(masked=masked, unmasked=unmasked, outputs=outputs)
+
+
 def _pixel_metrics_one(i: int) -> list[dict[str, float]]:
-    """Every method's pixel metrics for image ``i`` of the arrays in ``_PIXEL_INPUTS`` (set before the workers fork)."""
+    """Every method's pixel metrics for image ``i`` of the arrays in ``_PIXEL_INPUTS`` (set in each worker)."""
     masked, unmasked, outputs = _PIXEL_INPUTS["masked"], _PIXEL_INPUTS["unmasked"], _PIXEL_INPUTS["outputs"]
     m = masked[i].astype(np.float32) / 255
     u = unmasked[i].astype(np.float32) / 255
@@ -158,27 +146,12 @@ def pixel_metrics(masked: np.ndarray, unmasked: np.ndarray, outputs: dict[str, n
                   progress: bool = True) -> list[list[dict[str, float]]]:
     """``metrics.image_metrics`` of every method's output for every image: [image][method, in ``outputs`` order].
 
-    The images are spread over ``workers`` forked processes (the same numbers as one process, in the same order).
+    The images are spread over ``workers`` processes (the same numbers as one process, in the same order).
     """
-    import multiprocessing as mp
-
-    from tqdm import tqdm
-
-    _PIXEL_INPUTS.update(masked=masked, unmasked=unmasked, outputs=list(outputs.values()))
     try:
-        bar = tqdm(total=len(masked), desc="pixel metrics", disable=None if progress else True, mininterval=2.0)
-        results = []
-        if workers > 1 and "fork" in mp.get_all_start_methods():
-            with mp.get_context("fork").Pool(workers) as pool:
-                for r in pool.imap(_pixel_metrics_one, range(len(masked)), chunksize=16):
-                    results.append(r)
-                    bar.update(1)
-        else:
-            for i in range(len(masked)):
-                results.append(_pixel_metrics_one(i))
-                bar.update(1)
-        bar.close()
-        return results
+        return parallel.ordered_map_with_progress(
+            _pixel_metrics_one, range(len(masked)), len(masked), "pixel metrics", workers, progress,
+            initializer=_set_pixel_inputs, initargs=(masked, unmasked, list(outputs.values())), chunksize=16)
     finally:
         _PIXEL_INPUTS.clear()
 
@@ -315,12 +288,10 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     params = P.load()
     ep = params["evaluate"]
-    trained = {}
-    for item in args.weights:
-        name, _, path = item.partition("=")
-        trained[name] = models.load(Path(path))
+    weights = dict(item.partition("=")[::2] for item in args.weights)
+    trained = {name: models.load(Path(path)) for name, path in weights.items()}
     part, _, rows = evaluate_set(args.data_dir / "subset", trained, ep, baselines=not args.no_baselines)
-    result: dict[str, Any] = {"note": args.note, "weights": dict(w.partition("=")[::2] for w in args.weights),
+    result: dict[str, Any] = {"note": args.note, "weights": weights,
                               "test": summarize(rows, ep["identity_threshold"]), "n_test": len(part["ids"]),
                               "robustness": {}}
     for d in robustness_sets(args.data_dir / "indomain", params["download"]["robustness_masks"]):

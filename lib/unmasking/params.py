@@ -132,6 +132,7 @@ SCHEMA: dict[str, Any] = {
         "steps_per_epoch": _int(0),
         "distribute": _bool,
         "deterministic": _bool,
+        "bn_calibration_batches": _int(1, 10_000),
         "paper_ae": {"epochs": _int(0, 10_000), "learning_rate": _float(0.0, 1.0, open_lo=True),
                      "lr_schedule": _choice("constant", "cosine"), "filters": _filters(3)},
         "mask_unet": {
@@ -139,6 +140,7 @@ SCHEMA: dict[str, Any] = {
             "learning_rate": _float(0.0, 1.0, open_lo=True),
             "lr_schedule": _choice("constant", "cosine"),
             "filters": _filters(4),
+            "batch_norm": _bool,
             "mask_weight": _float(0.0),
             "hole_weight": _float(0.0),
             "ssim_weight": _float(0.0),

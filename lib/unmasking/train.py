@@ -151,6 +151,31 @@ def train_epoch(model: keras.Model, ds: PairBatches, epoch: int, distributed: bo
     return total / n if n else float("nan")
 
 
+def recalibrate_batch_norm(model: keras.Model, batches) -> int:
+    """Set each BatchNormalization layer's inference statistics to the mean of its statistics over ``batches``.
+
+    ("Precise BN".) The moving averages Keras keeps while training lag behind weights that change fast: after 6
+    epochs of the study's ``mask_unet`` they gave a validation masked PSNR of 15.7 dB, where the same weights score
+    20.0 dB with statistics recomputed over 10 training batches. Training itself (batch statistics) is unchanged.
+    Returns the number of batches used (0 when the model has no batch normalization).
+    """
+    bns = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    if not bns:
+        return 0
+    momenta = [layer.momentum for layer in bns]
+    k = 0
+    try:
+        for x in batches:
+            for layer in bns:
+                layer.momentum = k / (k + 1)  # k = 0 takes this batch's statistics, then a running mean
+            model(x, training=True)
+            k += 1
+    finally:
+        for layer, m in zip(bns, momenta):
+            layer.momentum = m
+    return k
+
+
 def write_history(path: Path, rows: list[dict[str, Any]]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", newline="") as f:
@@ -214,7 +239,8 @@ def train_model(name: str, train_params: dict[str, Any], subset_dir: Path, model
     manifest_hash = hashlib.sha256((subset_dir / paths.MANIFEST_NAME).read_bytes()).hexdigest()[:16]
     run_cfg = {"model": name, "cfg": cfg, "batch_size": bs, "seed": seed, "image_size": image_size,
                "flip": train_params["augment_flip"], "steps": train_params["steps_per_epoch"],
-               "patience": train_params["patience"], "manifest": manifest_hash, "backend": keras.backend.backend()}
+               "patience": train_params["patience"], "bn_batches": train_params["bn_calibration_batches"],
+               "manifest": manifest_hash, "backend": keras.backend.backend()}
     ckpt = models_dir / "checkpoints" / name
     state_file = ckpt / "state.json"
     state = None
@@ -252,6 +278,8 @@ def train_model(name: str, train_params: dict[str, Any], subset_dir: Path, model
             break
         t = time.perf_counter()
         loss = train_epoch(model, ds, epoch, distributed=train_params["distribute"])
+        n_bn = min(train_params["bn_calibration_batches"], len(ds))
+        recalibrate_batch_norm(model, (ds[i][0] for i in range(n_bn)))
         if epochs_state.end(epoch, loss, time.perf_counter() - t):
             break
     state["train_seconds"] = round(state.get("train_seconds", 0.0) + time.perf_counter() - t0, 1)
