@@ -20,7 +20,8 @@ def weights(tmp_path_factory) -> Path:
 
     path = tmp_path_factory.mktemp("w") / "mask_unet.keras"
     m = models.build("mask_unet", 32, {"filters": [4, 8, 8, 8], "learning_rate": 1e-3, "hole_weight": 6.0,
-                                       "mask_weight": 0.5, "ssim_weight": 0.2, "batch_norm": True})
+                                       "mask_weight": 0.5, "ssim_weight": 0.2, "log_mse_weight": 0.1,
+                                       "batch_norm": True})
     m.save(path)
     return path
 

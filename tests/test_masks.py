@@ -89,6 +89,11 @@ def test_masks_cfg_and_folders(tmp_path):
     assert [t.name for t in masks.select_templates(lib, [], "x")] == ["blue", "plain-mask"]
     with pytest.raises(ImageError, match="no mask template named 'red'.*found: blue, plain-mask"):
         masks.select_templates(lib, ["red"], "download.train_masks")
+    # "name*n" stands for the name listed n times (drawn n times as often)
+    assert [t.name for t in masks.select_templates(lib, ["blue*3", "plain-mask"], "x")] == ["blue"] * 3 + ["plain-mask"]
+    for bad in ("blue*0", "blue*x", "red*2"):
+        with pytest.raises(ImageError, match="download.train_masks"):
+            masks.select_templates(lib, [bad], "download.train_masks")
     with pytest.raises(ImageError, match="not found"):
         masks.find_templates(tmp_path / "nothing")
     (tmp_path / "again").mkdir()

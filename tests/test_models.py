@@ -57,9 +57,28 @@ def test_unmask_loss_rewards_the_right_answer():
     assert float(loss(y_true, perfect)) < 0.01 < float(loss(y_true, wrong))
 
 
+def test_unmask_loss_log_mse_term_is_the_per_image_masked_psnr():
+    rng = np.random.default_rng(4)
+    t = rng.random((2, 16, 16, 3)).astype("float32")
+    mt = np.zeros((2, 16, 16, 1), "float32")
+    mt[:, 8:] = 1
+    y_true = np.concatenate([t, mt], -1)
+    out = np.clip(t + rng.normal(0, [[[[0.05]]], [[[0.2]]]], t.shape), 0, 1).astype("float32")
+    y_pred = np.concatenate([out, mt * 0.5 + 0.25], -1)
+    base = models.UnmaskLoss(hole_weight=1, mask_weight=0.5, ssim_weight=0)
+    with_log = models.UnmaskLoss(hole_weight=1, mask_weight=0.5, ssim_weight=0, log_mse_weight=0.1)
+    mse_hole = ((out - t) ** 2 * mt).sum(axis=(1, 2, 3)) / (3 * mt.sum(axis=(1, 2, 3)) + 1)
+    expected = 0.1 * np.log(mse_hole + 1e-4)  # = -0.1 ln(10) / 10 x the image's masked-region PSNR (dB)
+    per_image = [float(with_log(y_true[i:i + 1], y_pred[i:i + 1]) - base(y_true[i:i + 1], y_pred[i:i + 1]))
+                 for i in range(2)]
+    assert np.allclose(per_image, expected, atol=1e-5)
+    assert with_log.get_config()["log_mse_weight"] == 0.1
+
+
 def test_save_and_load_round_trip(tmp_path):
     m = models.build("mask_unet", 32, {"filters": [4, 8, 8, 8], "learning_rate": 1e-3, "hole_weight": 6.0,
-                                       "mask_weight": 0.5, "ssim_weight": 0.2, "batch_norm": True})
+                                       "mask_weight": 0.5, "ssim_weight": 0.2, "log_mse_weight": 0.1,
+                                       "batch_norm": True})
     m.save(tmp_path / "m.keras")
     back = models.load(tmp_path / "m.keras")
     x = np.random.default_rng(3).random((1, 32, 32, 3)).astype("float32")

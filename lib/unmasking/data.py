@@ -751,6 +751,7 @@ def build_robustness(dl: dict[str, Any], seed: int, out_dir: Path, progress: boo
     library, _, test_names = template_library(dl)
     names = [t.name for t in masks.select_templates(library, dl["robustness_masks"], "download.robustness_masks")] \
         if dl["robustness_masks"] else test_names
+    names = list(dict.fromkeys(names))  # one set per template, however often a list names it
     n, size = dl["indomain_pairs"], dl["image_size"]
     found = find_faces(paths.resolve(dl["indomain_faces"]), n, seed, False, dl["workers"], progress)
     _require(len(found.faces), dl, n, found.col, dl["indomain_faces"])

@@ -133,10 +133,21 @@ def find_templates(spec: str | Path) -> dict[str, Template]:
 
 
 def select_templates(library: dict[str, Template], names: list[str] | tuple[str, ...], what: str) -> list[Template]:
-    """The templates ``names`` from ``library`` (all of it, in name order, when ``names`` is empty)."""
+    """The templates ``names`` from ``library`` (all of it, in name order, when ``names`` is empty).
+
+    ``"name*n"`` stands for ``name`` listed ``n`` times: a list from which one template is drawn per face then draws
+    it ``n`` times as often as a name listed once.
+    """
     if not names:
         return [library[k] for k in sorted(library)]
-    missing = [n for n in names if n not in library]
+    expanded = []
+    for spec in names:
+        name, star, count = str(spec).rpartition("*") if "*" in str(spec) else (str(spec), "", "")
+        if star and not (count.isdigit() and int(count) > 0):
+            raise ImageError(f"{what}: {spec!r}: the count after '*' must be a positive whole number")
+        expanded += [name] * (int(count) if star else 1)
+    names = expanded
+    missing = list(dict.fromkeys(n for n in names if n not in library))
     if missing:
         raise ImageError(f"{what}: no mask template named {', '.join(map(repr, missing))}; "
                          f"found: {', '.join(sorted(library))}")

@@ -144,6 +144,7 @@ SCHEMA: dict[str, Any] = {
             "mask_weight": _float(0.0),
             "hole_weight": _float(0.0),
             "ssim_weight": _float(0.0),
+            "log_mse_weight": _float(0.0),
         },
     },
     "evaluate": {
