@@ -22,6 +22,9 @@ STYLEGAN = paths.SHARED_STYLEGAN_DIR
 DEFAULT_MASK = paths.SHARED_DEFAULT_MASK
 TEMPLATES = paths.SHARED_TEMPLATES_DIR
 MASKTHEFACE_CFG = paths.SHARED_MASKTHEFACE_CFG
+# A tiny mask_unet configuration (every key of train.mask_unet) for tests that build one directly
+TINY_MASK_UNET = {"filters": [4, 8, 8, 8], "learning_rate": 1e-3, "hole_weight": 6.0, "mask_weight": 0.5,
+                  "ssim_weight": 0.2, "log_mse_weight": 0.1, "batch_norm": True}
 
 needs_shared = pytest.mark.skipif(not LFW.is_dir(), reason="../shared/data is not present")
 

@@ -11,7 +11,7 @@ from PIL import Image
 
 from unmasking import cli, evaluate as ev, images
 
-from conftest import STYLEGAN, make_fml, needs_shared
+from conftest import STYLEGAN, TINY_MASK_UNET, make_fml, needs_shared
 
 
 @pytest.fixture(scope="module")
@@ -19,9 +19,7 @@ def weights(tmp_path_factory) -> Path:
     from unmasking import models
 
     path = tmp_path_factory.mktemp("w") / "mask_unet.keras"
-    m = models.build("mask_unet", 32, {"filters": [4, 8, 8, 8], "learning_rate": 1e-3, "hole_weight": 6.0,
-                                       "mask_weight": 0.5, "ssim_weight": 0.2, "log_mse_weight": 0.1,
-                                       "batch_norm": True})
+    m = models.build("mask_unet", 32, TINY_MASK_UNET)
     m.save(path)
     return path
 

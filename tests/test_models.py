@@ -4,6 +4,7 @@ import pytest
 keras = pytest.importorskip("keras")
 
 from unmasking import models  # noqa: E402
+from conftest import TINY_MASK_UNET  # noqa: E402
 
 
 def test_paper_ae_is_the_papers_autoencoder():
@@ -76,9 +77,7 @@ def test_unmask_loss_log_mse_term_is_the_per_image_masked_psnr():
 
 
 def test_save_and_load_round_trip(tmp_path):
-    m = models.build("mask_unet", 32, {"filters": [4, 8, 8, 8], "learning_rate": 1e-3, "hole_weight": 6.0,
-                                       "mask_weight": 0.5, "ssim_weight": 0.2, "log_mse_weight": 0.1,
-                                       "batch_norm": True})
+    m = models.build("mask_unet", 32, TINY_MASK_UNET)
     m.save(tmp_path / "m.keras")
     back = models.load(tmp_path / "m.keras")
     x = np.random.default_rng(3).random((1, 32, 32, 3)).astype("float32")
