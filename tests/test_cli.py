@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 
 from unmasking import cli, evaluate as ev, images
+from unmasking import params as P
 
 from conftest import STYLEGAN, TINY_MASK_UNET, make_fml, needs_shared
 
@@ -119,7 +120,8 @@ def test_evaluate_agrees_with_the_library(tmp_path, weights):
     u = [images.resize(images.read_rgb(pairs / "without_mask" / p.name.split("default-mask-")[1]), 32)
          for p in sorted((pairs / "with_mask").glob("*default-mask*"))]
     m, u = np.stack(m), np.stack(u)
-    out = ev.model_outputs(models.load(weights), m)
+    model = models.load(weights)
+    out = ev.model_outputs(model, m, flip_average=ev.flip_averaged(model.name, P.load()["evaluate"]))
     rows = ev.evaluate(m, u, [str(i) for i in range(len(m))], {"masked_input": m, "mask_unet": out}, identity=False,
                        progress=False)
     lib = ev.summarize(rows)

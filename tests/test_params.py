@@ -34,6 +34,8 @@ def test_project_params_are_valid():
     (lambda p: p["download"].update(source="ftp"), "download.source"),
     (lambda p: p["download"].update(one_per_identity="yes"), "download.one_per_identity"),
     (lambda p: p["base"].pop("seed"), "base.seed"),
+    (lambda p: p["evaluate"].update(flip_average=["unet"]), "evaluate.flip_average"),
+    (lambda p: p["evaluate"].update(flip_average="mask_unet"), "evaluate.flip_average"),
 ])
 def test_bad_params_name_the_key(tmp_path, mutate, key):
     with pytest.raises(P.ParamsError) as e:

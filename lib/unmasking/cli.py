@@ -9,7 +9,8 @@
 with a soft edge. ``--crop none`` treats each whole image as an aligned face. ``evaluate`` reads a folder in Face
 Mask Lite layout and computes the study's metrics (the same code as the ``evaluate`` stage) per mask and overall.
 ``synthesize`` masks a folder of face photos with one or more templates (each face once per template) into that
-layout.
+layout. ``predict`` and ``evaluate`` predict as the ``evaluate`` stage does: a model whose name
+``evaluate.flip_average`` in params.yaml lists is flip-averaged (``evaluate.model_outputs``).
 """
 
 from __future__ import annotations
@@ -64,6 +65,15 @@ def load_weights(path: Path | None):
     except Exception as e:  # a file that is not a Keras model
         raise CliError(f"{path}: cannot load weights ({type(e).__name__}: {e})") from None
     return model, path
+
+
+def predict_crops(model, crops: np.ndarray, batch_size: int) -> np.ndarray:
+    """The model's unmasked faces (uint8) for uint8 face crops, as the ``evaluate`` stage predicts them."""
+    from unmasking import evaluate
+    from unmasking import params as P
+
+    flip = evaluate.flip_averaged(model.name, P.load()["evaluate"])
+    return evaluate.model_outputs(model, crops, batch_size, flip)
 
 
 def model_size(model) -> int:
@@ -130,12 +140,10 @@ def paste_back(img: np.ndarray, pred: np.ndarray, box: tuple[int, int, int, int]
 def unmask_image(model, img: np.ndarray, crop: str = "detect", batch_size: int = 32) -> tuple[np.ndarray, int]:
     """Unmask every face of one photo: (the photo with each face pasted back, number of faces); ``ImageError`` when
     no face is found. ``predict`` does the same over many photos, batching their faces together."""
-    from unmasking import models
-
     found = face_crops(img, model_size(model), crop)
     if not found:
         raise ImageError("no face found")
-    preds = images.to_uint8(models.predict_faces(model, np.stack([f.crop for f in found]) / 255.0, batch_size))
+    preds = predict_crops(model, np.stack([f.crop for f in found]), batch_size)
     out = img
     for face, pred in zip(found, preds):
         out = paste_back(out, pred, face.box, crop)
@@ -172,8 +180,6 @@ def predict(inputs: list[str], out_dir: Path, weights: Path | None = None, crop:
     """Unmask every input photo; write ``<stem>.png`` per input and ``unmask.csv``; return the per-input results."""
     from tqdm import tqdm
 
-    from unmasking import models
-
     model, wpath = load_weights(weights)
     size = model_size(model)
     out_dir = Path(out_dir)
@@ -203,7 +209,7 @@ def predict(inputs: list[str], out_dir: Path, weights: Path | None = None, crop:
             loaded.append((r, img, found))
         crops = [face.crop for _, _, fs in loaded for face in fs]
         if crops:
-            preds = images.to_uint8(models.predict_faces(model, np.stack(crops).astype(np.float32) / 255.0, batch_size))
+            preds = predict_crops(model, np.stack(crops), batch_size)
             k = 0
             for r, img, fs in loaded:
                 out = img
@@ -277,7 +283,7 @@ def evaluate_dir(pairs_dir: Path, weights: Path | None = None, crop: str = "dete
     pairs = load_pairs_dir(Path(pairs_dir), size, crop, progress)
     name = wpath.stem
     outputs = {"masked_input": pairs["masked"].copy(),
-               name: evaluate.model_outputs(model, pairs["masked"], batch_size)}
+               name: predict_crops(model, pairs["masked"], batch_size)}
     rows = evaluate.evaluate(pairs["masked"], pairs["unmasked"], pairs["ids"], outputs, identity, progress)
     mask_of = dict(zip(pairs["ids"], pairs["masks"]))
     by_mask = {}

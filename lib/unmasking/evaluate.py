@@ -7,7 +7,8 @@ Methods (``METHODS``):
   (``estimate_mask_region``: bright, unsaturated pixels in the lower face, the white mask's colour).
 * ``telea_oracle``  -- the same inpainting over the true region (where the pair differs): not available at inference,
   shown as the best a classical method could do with perfect knowledge of the mask.
-* ``paper_ae``, ``mask_unet`` -- the trained models.
+* ``paper_ae``, ``mask_unet`` -- the trained models; those named in ``evaluate.flip_average`` output the mean of
+  their prediction on the face and, mirrored back, on its mirror image (``model_outputs``).
 
 Each row carries the mask template of its pair, so every metric can be summarized per template (``summarize_by``):
 the robustness table of the in-domain faces masked with each template.
@@ -79,11 +80,24 @@ def baseline_outputs(name: str, masked: np.ndarray, unmasked: np.ndarray, radius
     raise ValueError(f"unknown baseline {name!r}")
 
 
-def model_outputs(model, masked: np.ndarray, batch_size: int = 64) -> np.ndarray:
-    """A trained model's unmasked faces (uint8) for uint8 masked inputs, predicted in batches."""
+def model_outputs(model, masked: np.ndarray, batch_size: int = 64, flip_average: bool = False) -> np.ndarray:
+    """A trained model's unmasked faces (uint8) for uint8 masked inputs, predicted in batches.
+
+    ``flip_average``: the mean of the prediction on each image and, mirrored back, on its mirror image (test-time
+    flip averaging; the faces are roughly symmetric and the models train on random flips). Needs no true mask.
+    """
     from unmasking import images, models
 
-    return images.to_uint8(models.predict_faces(model, masked.astype(np.float32) / 255.0, batch_size))
+    x = masked.astype(np.float32) / 255.0
+    y = models.predict_faces(model, x, batch_size)
+    if flip_average:
+        y = (y + models.predict_faces(model, x[:, :, ::-1], batch_size)[:, :, ::-1]) / 2
+    return images.to_uint8(y)
+
+
+def flip_averaged(name: str, ep: dict[str, Any]) -> bool:
+    """Whether method ``name`` is predicted with flip averaging (``evaluate.flip_average`` lists those methods)."""
+    return name in ep["flip_average"]
 
 
 def face_box(size: int) -> tuple[int, int, int, int]:
@@ -94,37 +108,50 @@ def face_box(size: int) -> tuple[int, int, int, int]:
     return int(cx - half), int(cy - half), int(cx + half), int(cy + half)
 
 
-def _identity_one(task: tuple[np.ndarray, list[np.ndarray]]) -> tuple[bool, list[float]]:
+Truth = tuple[bool, tuple[int, int, int, int], "np.ndarray | None"]  # (fallback box used, face box, embedding)
+
+
+def _identity_one(task: tuple[np.ndarray, list[np.ndarray], Truth | None]) -> tuple[Truth, list[float]]:
     """Embedding distances of each output to the true face; the face box is detected on the true image (upsampled,
-    as crops are small) and shared by all outputs; when none is found the crop's known face box is used."""
+    as crops are small) and shared by all outputs; when none is found the crop's known face box is used. The true
+    face's box and embedding are computed here unless the task carries them."""
     from unmasking import faces
 
-    truth, outs = task
-    boxes = faces.detect_faces(truth, upsample=1)
-    fallback = not boxes
-    box = boxes[0] if boxes else face_box(truth.shape[0])
+    truth, outs, known = task
 
-    def embed(img):
+    def embed(img, box):
         try:
             return faces.embedding(img, box)
         except RuntimeError:
             return None
 
-    e_true = embed(truth)
-    return fallback, [metrics.identity_distance(embed(o), e_true) for o in outs]
+    if known is None:
+        boxes = faces.detect_faces(truth, upsample=1)
+        box = boxes[0] if boxes else face_box(truth.shape[0])
+        known = (not boxes, box, embed(truth, box))
+    _, box, e_true = known
+    return known, [metrics.identity_distance(embed(o, box), e_true) for o in outs]
 
 
 def identity_distances(unmasked: np.ndarray, outputs: dict[str, np.ndarray], workers: int = 2,
-                       progress: bool = True) -> tuple[dict[str, np.ndarray], int]:
+                       progress: bool = True, truth_cache: dict[str, Truth] | None = None
+                       ) -> tuple[dict[str, np.ndarray], int]:
     """dlib embedding distance of every method's output to the true face, per image: ({method: (N,)}, fallbacks).
 
-    dlib computes one embedding on one core; the pairs are spread over ``workers`` processes.
+    dlib computes one embedding on one core; the pairs are spread over ``workers`` processes. ``truth_cache`` (a
+    dict kept between calls) holds each true face's box and embedding under a hash of its pixels, so sets that
+    mask the same faces with other templates compute them once.
     """
+    import hashlib
+
     names = list(outputs)
-    tasks = ((unmasked[i], [outputs[n][i] for n in names]) for i in range(len(unmasked)))
+    cache = {} if truth_cache is None else truth_cache
+    keys = [hashlib.sha1(np.ascontiguousarray(u).tobytes()).hexdigest() + str(u.shape) for u in unmasked]
+    tasks = ((unmasked[i], [outputs[n][i] for n in names], cache.get(keys[i])) for i in range(len(unmasked)))
     results = parallel.ordered_map_with_progress(_identity_one, tasks, len(unmasked), "identity", workers, progress)
+    cache.update(zip(keys, (r[0] for r in results)))
     dist = {n: np.array([r[1][j] for r in results], np.float64) for j, n in enumerate(names)}
-    return dist, int(sum(r[0] for r in results))
+    return dist, int(sum(r[0][0] for r in results))
 
 
 _PIXEL_INPUTS: dict[str, Any] = {}
@@ -158,13 +185,13 @@ def pixel_metrics(masked: np.ndarray, unmasked: np.ndarray, outputs: dict[str, n
 
 def evaluate(masked: np.ndarray, unmasked: np.ndarray, ids: list[str], outputs: dict[str, np.ndarray],
              identity: bool = True, progress: bool = True, workers: int = 2, masks: list[str] | None = None,
-             identity_limit: int = 0) -> list[dict[str, Any]]:
+             identity_limit: int = 0, truth_cache: dict[str, Truth] | None = None) -> list[dict[str, Any]]:
     """Per-image metrics of every method's ``outputs`` (uint8, aligned with ``masked``/``unmasked``).
 
     Returns one row per (method, image): ``method``, ``pair_id``, ``mask`` (the template, when ``masks`` is given),
     the pixel metrics, ``identity_distance`` and ``identity_match`` (NaN / None where no embedding could be computed).
     ``identity_limit`` > 0 scores identity on the first that many images only (dlib takes ~0.1 s per face); the
-    other rows have no identity keys.
+    other rows have no identity keys. ``truth_cache``: see ``identity_distances``.
     """
     names = list(outputs)
     per_image = pixel_metrics(masked, unmasked, outputs, workers, progress)
@@ -172,7 +199,8 @@ def evaluate(masked: np.ndarray, unmasked: np.ndarray, ids: list[str], outputs: 
             for i in range(len(ids)) for j, name in enumerate(names)]
     if identity:
         n = min(identity_limit, len(ids)) if identity_limit else len(ids)
-        dist, _ = identity_distances(unmasked[:n], {k: v[:n] for k, v in outputs.items()}, workers, progress)
+        dist, _ = identity_distances(unmasked[:n], {k: v[:n] for k, v in outputs.items()}, workers, progress,
+                                     truth_cache)
         for k, row in enumerate(rows[: n * len(names)]):
             d = float(dist[row["method"]][k // len(names)])
             row["identity_distance"] = d
@@ -248,16 +276,21 @@ def rank_cases(rows: list[dict[str, Any]], method: str, key: str = "masked_psnr"
 
 
 def evaluate_set(subset_dir: Path, trained: dict[str, Any], ep: dict[str, Any], identity_limit: int = 0,
-                 baselines: bool = True, progress: bool = True) -> tuple[dict[str, Any], dict[str, np.ndarray], list]:
-    """Every method on the test split of a subset folder: (the pairs, {method: outputs}, per-image rows)."""
+                 baselines: bool = True, progress: bool = True, truth_cache: dict[str, Truth] | None = None
+                 ) -> tuple[dict[str, Any], dict[str, np.ndarray], list]:
+    """Every method on the test split of a subset folder: (the pairs, {method: outputs}, per-image rows).
+
+    The trained models named in ``evaluate.flip_average`` are predicted with flip averaging; ``truth_cache`` is
+    passed on to ``identity_distances`` (one dict for every set of the same faces)."""
     from unmasking import data
 
     part = data.load_pairs(subset_dir, ["test"], verify=True)
     outputs = {b: baseline_outputs(b, part["masked"], part["unmasked"], ep["telea_radius"])
                for b in (BASELINES if baselines else ("masked_input",))}
-    outputs.update({n: model_outputs(m, part["masked"], ep["batch_size"]) for n, m in trained.items()})
+    outputs.update({n: model_outputs(m, part["masked"], ep["batch_size"], flip_averaged(n, ep))
+                    for n, m in trained.items()})
     rows = evaluate(part["masked"], part["unmasked"], part["ids"], outputs, progress=progress,
-                    masks=[r["mask"] for r in part["rows"]], identity_limit=identity_limit)
+                    masks=[r["mask"] for r in part["rows"]], identity_limit=identity_limit, truth_cache=truth_cache)
     return part, outputs, rows
 
 
@@ -294,8 +327,10 @@ def main(argv: list[str] | None = None) -> int:
     result: dict[str, Any] = {"note": args.note, "weights": weights,
                               "test": summarize(rows, ep["identity_threshold"]), "n_test": len(part["ids"]),
                               "robustness": {}}
+    truth_cache: dict[str, Truth] = {}  # the robustness sets mask the same faces
     for d in robustness_sets(args.data_dir / "indomain", params["download"]["robustness_masks"]):
-        _, _, r = evaluate_set(d, trained, ep, ep["identity_pairs"], baselines=not args.no_baselines)
+        _, _, r = evaluate_set(d, trained, ep, ep["identity_pairs"], baselines=not args.no_baselines,
+                               truth_cache=truth_cache)
         result["robustness"][d.name] = summarize(r, ep["identity_threshold"])
     write_metrics(args.out, result)
     print(f"wrote {args.out}")

@@ -173,11 +173,13 @@ class UnmaskLoss(keras.losses.Loss):
                 "ssim_weight": self.ssim_weight, "log_mse_weight": self.log_mse_weight}
 
 
-def compile_mask_unet(model: keras.Model, learning_rate, hole_weight: float, mask_weight: float,
-                      ssim_weight: float, log_mse_weight: float = 0.0) -> keras.Model:
+LOSS_WEIGHTS = ("hole_weight", "mask_weight", "ssim_weight", "log_mse_weight")  # UnmaskLoss's keys of train.mask_unet
+
+
+def compile_mask_unet(model: keras.Model, learning_rate, cfg: dict) -> keras.Model:
+    """Compile with Adam and ``UnmaskLoss`` weighted by the ``train.mask_unet`` section ``cfg``."""
     model.compile(optimizer=keras.optimizers.Adam(learning_rate),
-                  loss=UnmaskLoss(hole_weight=hole_weight, mask_weight=mask_weight, ssim_weight=ssim_weight,
-                                  log_mse_weight=log_mse_weight))
+                  loss=UnmaskLoss(**{k: cfg[k] for k in LOSS_WEIGHTS}))
     return model
 
 
@@ -188,8 +190,7 @@ def build(name: str, image_size: int, cfg: dict, steps_per_epoch: int | None = N
         return paper_ae(image_size, tuple(cfg["filters"]), lr)
     if name == "mask_unet":
         model = mask_unet(image_size, tuple(cfg["filters"]), cfg["batch_norm"])
-        return compile_mask_unet(model, lr, cfg["hole_weight"], cfg["mask_weight"], cfg["ssim_weight"],
-                                 cfg["log_mse_weight"])
+        return compile_mask_unet(model, lr, cfg)
     raise ValueError(f"unknown model {name!r}")
 
 

@@ -91,6 +91,11 @@ def _names(key: str, v: Any) -> None:
         raise ParamsError(f"{key}: expected a list of template names ([] for all), got {v!r}")
 
 
+def _model_subset(key: str, v: Any) -> None:
+    if not isinstance(v, list) or any(m not in MODEL_NAMES for m in v):
+        raise ParamsError(f"{key}: expected a list of model names ({', '.join(MODEL_NAMES)}; [] for none), got {v!r}")
+
+
 def _models(key: str, v: Any) -> None:
     if not isinstance(v, list) or not v:
         raise ParamsError(f"{key}: expected a non-empty list of model names ({', '.join(MODEL_NAMES)}), got {v!r}")
@@ -153,6 +158,7 @@ SCHEMA: dict[str, Any] = {
         "n_examples": _int(1, 50),
         "telea_radius": _int(1, 50),
         "identity_pairs": _int(0),
+        "flip_average": _model_subset,
     },
 }
 

@@ -51,9 +51,11 @@ def markdown_table(table: dict[str, dict[str, Any]], cols=HEADLINE) -> str:
     return "\n".join(lines)
 
 
-def triplet_figure(data_dir: Path, models_dir: Path, model_name: str, n: int = 7, seed: int = 0) -> bytes | None:
+def triplet_figure(data_dir: Path, models_dir: Path, model_name: str, n: int = 7, seed: int = 0,
+                   flip_average: list[str] | tuple[str, ...] = ()) -> bytes | None:
     """PNG bytes of masked / predicted / original rows from the generated-face test sets, one generated face per
-    mask template (None without them). No real person is shown."""
+    mask template (None without them); the models named in ``flip_average`` are flip-averaged. No real person is
+    shown."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -72,8 +74,9 @@ def triplet_figure(data_dir: Path, models_dir: Path, model_name: str, n: int = 7
     for d, i in zip(sets, pick):  # one pair per set: read just its two files
         row = [r for r in data.read_manifest(d) if r["split"] == "test"][i]
         masked, truth = images.read_rgb(d / row["masked_file"])[None], images.read_rgb(d / row["unmasked_file"])
-        row = [masked[0], *[evaluate.model_outputs(m, masked)[0] for m in others.values()],
-               evaluate.model_outputs(model, masked)[0], truth]
+        row = [masked[0], *[evaluate.model_outputs(m, masked, flip_average=name in flip_average)[0]
+                            for name, m in others.items()],
+               evaluate.model_outputs(model, masked, flip_average=model_name in flip_average)[0], truth]
         rows.append(row)
         titles.append(d.name)
     fig = plots.image_grid(rows, ["masked input", *others, model_name, "original"], titles, size=1.8)
@@ -153,7 +156,9 @@ def index_html(reports_dir: Path, models_dir: Path, figure: bytes | None) -> str
 
 
 def build(reports_dir: Path, models_dir: Path, data_dir: Path, figure_path: Path | None, model_name: str) -> None:
-    fig = triplet_figure(data_dir, models_dir, model_name)
+    from unmasking import params as P
+
+    fig = triplet_figure(data_dir, models_dir, model_name, flip_average=P.load()["evaluate"]["flip_average"])
     fig = fig or _notice_png("no generated-face test set (download.indomain_faces is empty)")
     if figure_path is not None:
         figure_path.parent.mkdir(parents=True, exist_ok=True)
