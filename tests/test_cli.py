@@ -121,7 +121,7 @@ def test_evaluate_agrees_with_the_library(tmp_path, weights):
          for p in sorted((pairs / "with_mask").glob("*default-mask*"))]
     m, u = np.stack(m), np.stack(u)
     model = models.load(weights)
-    out = ev.model_outputs(model, m, flip_average=ev.flip_averaged(model.name, P.load()["evaluate"]))
+    out = ev.model_outputs(model, m, flip_average=ev.flip_averaged(model, P.load()["evaluate"]))
     rows = ev.evaluate(m, u, [str(i) for i in range(len(m))], {"masked_input": m, "mask_unet": out}, identity=False,
                        progress=False)
     lib = ev.summarize(rows)

@@ -26,10 +26,11 @@ def test_flip_average_is_the_mean_of_the_prediction_and_of_its_mirror():
                   - got[:, :, ::-1]).max() <= 1
 
 
-def test_flip_averaged_follows_the_parameter():
-    assert evaluate.flip_averaged("mask_unet", {"flip_average": ["mask_unet"]})
-    assert not evaluate.flip_averaged("paper_ae", {"flip_average": ["mask_unet"]})
-    assert not evaluate.flip_averaged("mask_unet", {"flip_average": []})
+def test_flip_averaged_follows_the_parameter_by_the_models_own_name():
+    unet, ae = models.mask_unet(32, (4, 8, 8, 8)), models.paper_ae(32, (4, 8, 8))
+    assert evaluate.flip_averaged(unet, {"flip_average": ["mask_unet"]})
+    assert not evaluate.flip_averaged(ae, {"flip_average": ["mask_unet"]})
+    assert not evaluate.flip_averaged(unet, {"flip_average": []})
 
 
 def test_truth_cache_computes_each_true_face_once_and_changes_no_distance(monkeypatch):

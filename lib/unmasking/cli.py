@@ -72,7 +72,7 @@ def predict_crops(model, crops: np.ndarray, batch_size: int) -> np.ndarray:
     from unmasking import evaluate
     from unmasking import params as P
 
-    flip = evaluate.flip_averaged(model.name, P.load()["evaluate"])
+    flip = evaluate.flip_averaged(model, P.load()["evaluate"])
     return evaluate.model_outputs(model, crops, batch_size, flip)
 
 

@@ -95,9 +95,10 @@ def model_outputs(model, masked: np.ndarray, batch_size: int = 64, flip_average:
     return images.to_uint8(y)
 
 
-def flip_averaged(name: str, ep: dict[str, Any]) -> bool:
-    """Whether method ``name`` is predicted with flip averaging (``evaluate.flip_average`` lists those methods)."""
-    return name in ep["flip_average"]
+def flip_averaged(model, ep: dict[str, Any]) -> bool:
+    """Whether ``model`` is predicted with flip averaging: ``evaluate.flip_average`` names it (by the model's own
+    name, ``paper_ae`` or ``mask_unet``, whatever its weights file is called)."""
+    return model.name in ep["flip_average"]
 
 
 def face_box(size: int) -> tuple[int, int, int, int]:
@@ -287,7 +288,7 @@ def evaluate_set(subset_dir: Path, trained: dict[str, Any], ep: dict[str, Any], 
     part = data.load_pairs(subset_dir, ["test"], verify=True)
     outputs = {b: baseline_outputs(b, part["masked"], part["unmasked"], ep["telea_radius"])
                for b in (BASELINES if baselines else ("masked_input",))}
-    outputs.update({n: model_outputs(m, part["masked"], ep["batch_size"], flip_averaged(n, ep))
+    outputs.update({n: model_outputs(m, part["masked"], ep["batch_size"], flip_averaged(m, ep))
                     for n, m in trained.items()})
     rows = evaluate(part["masked"], part["unmasked"], part["ids"], outputs, progress=progress,
                     masks=[r["mask"] for r in part["rows"]], identity_limit=identity_limit, truth_cache=truth_cache)

@@ -74,9 +74,9 @@ def triplet_figure(data_dir: Path, models_dir: Path, model_name: str, n: int = 7
     for d, i in zip(sets, pick):  # one pair per set: read just its two files
         row = [r for r in data.read_manifest(d) if r["split"] == "test"][i]
         masked, truth = images.read_rgb(d / row["masked_file"])[None], images.read_rgb(d / row["unmasked_file"])
-        row = [masked[0], *[evaluate.model_outputs(m, masked, flip_average=name in flip_average)[0]
-                            for name, m in others.items()],
-               evaluate.model_outputs(model, masked, flip_average=model_name in flip_average)[0], truth]
+        row = [masked[0], *[evaluate.model_outputs(m, masked, flip_average=m.name in flip_average)[0]
+                            for m in others.values()],
+               evaluate.model_outputs(model, masked, flip_average=model.name in flip_average)[0], truth]
         rows.append(row)
         titles.append(d.name)
     fig = plots.image_grid(rows, ["masked input", *others, model_name, "original"], titles, size=1.8)
