@@ -3,8 +3,8 @@
     python -m unmasking.report [--reports-dir R] [--models-dir M] [--data-dir D] [--figure PATH]
 
 The index links the four notebook reports and shows the headline table (``reports/metrics.json``) beside the paper's
-Table 1, the robustness table (the generated faces with each mask template), the data summary (``reports/data.json``)
-and the model cards. The figure shows masked / predicted / original rows made only from the in-domain generated
+Table 1, the study's targets with the margin by which each is met or missed (``TARGETS``), the robustness table (the
+generated faces with each mask template), the data summary (``reports/data.json``) and the model cards. The figure shows masked / predicted / original rows made only from the in-domain generated
 faces (no real person), one per mask template, for the README.
 """
 
@@ -24,6 +24,11 @@ from unmasking import paths
 
 HEADLINE = ("accuracy_paper", "mse", "psnr", "ssim", "masked_psnr", "masked_l1", "masked_ssim", "identity_distance",
             "identity_match_rate")
+# The study's targets for its strongest model on the test split: (metric, at least)
+TARGETS = (("masked_psnr", 22.5), ("psnr", 30.0), ("ssim", 0.94), ("accuracy_paper", 0.997))
+ROBUSTNESS_FLOOR = 18.0  # masked_psnr (dB) on every template of the robustness table
+MIX_COST_CEILING = 0.3  # masked_psnr (dB) lost on default-mask against the same model trained on default-mask alone
+COMPARE_DEFAULT_ONLY = "compare/default-only.json"  # under reports/: that model's evaluation (python -m unmasking.evaluate)
 NOTEBOOKS = {"01-download": "the 3,000-pair subset: sources, mask templates, rejections, in-domain sets",
              "02-explore": "pairs, mask coverage, split, sanity checks",
              "03-train": "the paper's autoencoder and the mask-aware U-Net: model cards, curves",
@@ -31,16 +36,18 @@ NOTEBOOKS = {"01-download": "the 3,000-pair subset: sources, mask templates, rej
 
 
 def _fmt(v: Any) -> str:
+    if isinstance(v, bool):
+        return "yes" if v else "no"
     if isinstance(v, float):
         return f"{v:.4f}" if abs(v) < 10 else f"{v:.2f}"
     return "–" if v is None else html.escape(str(v))
 
 
-def table_html(table: dict[str, dict[str, Any]], cols=HEADLINE) -> str:
+def table_html(table: dict[str, dict[str, Any]], cols=HEADLINE, label: str = "method") -> str:
     head = "".join(f"<th>{c}</th>" for c in cols)
     rows = "".join(f"<tr><th>{html.escape(m)}</th>" + "".join(f"<td>{_fmt(s.get(c))}</td>" for c in cols) + "</tr>"
                    for m, s in table.items())
-    return f"<table><tr><th>method</th>{head}</tr>{rows}</table>"
+    return f"<table><tr><th>{html.escape(label)}</th>{head}</tr>{rows}</table>"
 
 
 def markdown_table(table: dict[str, dict[str, Any]], cols=HEADLINE) -> str:
@@ -90,6 +97,36 @@ def robustness_table(robust: dict[str, dict[str, dict[str, Any]]], metric: str) 
     return {t: {m: s.get(metric) for m, s in tab.items()} for t, tab in robust.items()}
 
 
+def targets(metrics: dict[str, Any], model: str, default_only: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """Each target of the study for ``model``: {target, value, required, margin, met}; the margin is how far the value
+    is on the right side of the bound (negative: missed by that much).
+
+    ``metrics`` is ``reports/metrics.json``; ``default_only`` the evaluation of the same model trained on
+    ``default-mask`` alone (``python -m unmasking.evaluate``), for what training on the mix of templates costs.
+    """
+
+    def row(target: str, value: float, required: str, margin: float, strict: bool = False) -> dict[str, Any]:
+        return {"target": target, "value": value, "required": required, "margin": margin,
+                "met": margin > 0 if strict else margin >= 0}
+
+    test = metrics["test"][model]
+    rows = [row(f"{k} on the test split", test[k], f">= {lo:g}", test[k] - lo) for k, lo in TARGETS]
+    base = metrics["test"]["masked_input"]["identity_match_rate"]
+    rows.append(row("identity_match_rate on the test split", test["identity_match_rate"],
+                    f"> the masked input's {base:.4f}", test["identity_match_rate"] - base, strict=True))
+    if metrics.get("robustness"):
+        rob = metrics["robustness"]
+        worst = min(rob, key=lambda t: rob[t][model]["masked_psnr"])
+        v = rob[worst][model]["masked_psnr"]
+        rows.append(row(f"masked_psnr on every robustness template (lowest: {worst})", v, f">= {ROBUSTNESS_FLOOR:g}",
+                        v - ROBUSTNESS_FLOOR))
+    if default_only and model in default_only.get("test", {}):
+        cost = default_only["test"][model]["masked_psnr"] - test["masked_psnr"]
+        rows.append(row("masked_psnr lost to the mix of templates (test split, against default-mask only)", cost,
+                        f"<= {MIX_COST_CEILING:g}", MIX_COST_CEILING - cost))
+    return rows
+
+
 def _notice_png(text: str) -> bytes:
     import matplotlib
 
@@ -105,7 +142,7 @@ def _notice_png(text: str) -> bytes:
     return buf.getvalue()
 
 
-def index_html(reports_dir: Path, models_dir: Path, figure: bytes | None) -> str:
+def index_html(reports_dir: Path, models_dir: Path, figure: bytes | None, model: str = "mask_unet") -> str:
     """The front page: links, headline tables, the generated-face figure, data summary and model cards."""
     reports_dir, models_dir = Path(reports_dir), Path(models_dir)
     metrics = json.loads((reports_dir / "metrics.json").read_text())
@@ -121,6 +158,13 @@ def index_html(reports_dir: Path, models_dir: Path, figure: bytes | None) -> str
     parts.append(f"<h2>Test split: {metrics['n_test']} pairs</h2><p>{html.escape(str(metrics['data_source']))}, "
                  f"{metrics['image_size']} px, mask {html.escape(str(metrics.get('mask', '')))}.</p>")
     parts.append(table_html(metrics["test"]))
+    if model in metrics["test"]:
+        compare = reports_dir / COMPARE_DEFAULT_ONLY
+        rows = targets(metrics, model, json.loads(compare.read_text()) if compare.is_file() else None)
+        parts.append(f"<h2>Targets for <code>{html.escape(model)}</code></h2><p>Met: "
+                     f"{sum(r['met'] for r in rows)} of {len(rows)}. Where a target is missed, the margin says by how "
+                     "much; README.md (Results, \"Targets not reached\") says what was tried.</p>")
+        parts.append(table_html({r["target"]: r for r in rows}, ("value", "required", "margin", "met"), "target"))
     if "indomain" in metrics:
         ind = metrics["indomain"]
         parts.append(f"<h2>In-domain check: {ind['n_test']} generated faces</h2>"
@@ -163,7 +207,7 @@ def build(reports_dir: Path, models_dir: Path, data_dir: Path, figure_path: Path
     if figure_path is not None:
         figure_path.parent.mkdir(parents=True, exist_ok=True)
         figure_path.write_bytes(fig)
-    (Path(reports_dir) / "index.html").write_text(index_html(reports_dir, models_dir, fig))
+    (Path(reports_dir) / "index.html").write_text(index_html(reports_dir, models_dir, fig, model_name))
 
 
 def main(argv: list[str] | None = None) -> int:
