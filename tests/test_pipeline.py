@@ -27,6 +27,7 @@ def test_interrupted_repro_completes_and_a_second_repro_reruns_nothing(tmp_path)
     for name in ("lib", "notebooks"):
         shutil.copytree(ROOT / name, proj / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     shutil.copy(ROOT / "dvc.yaml", proj / "dvc.yaml")
+    shutil.copytree(ROOT / "reports" / "compare", proj / "reports" / "compare")  # committed; the report reads it
     fml = make_fml(tmp_path / "fml", 24, size=48)
     p = yaml.safe_load(tiny_params(tmp_path, local=str(fml), n_pairs=24).read_text())
     p["train"].update({"steps_per_epoch": 0, "patience": 10})
