@@ -4,8 +4,9 @@
 
 The index links the four notebook reports and shows the headline table (``reports/metrics.json``) beside the paper's
 Table 1, the study's targets with the margin by which each is met or missed (``TARGETS``), the robustness table (the
-generated faces with each mask template), the data summary (``reports/data.json``) and the model cards. The figure shows masked / predicted / original rows made only from the in-domain generated
-faces (no real person), one per mask template, for the README.
+generated faces with each mask template), the data summary (``reports/data.json``) and the model cards. The figure
+shows masked / predicted / original rows made only from the in-domain generated faces (no real person), one per mask
+template, for the README.
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ HEADLINE = ("accuracy_paper", "mse", "psnr", "ssim", "masked_psnr", "masked_l1",
 TARGETS = (("masked_psnr", 22.5), ("psnr", 30.0), ("ssim", 0.94), ("accuracy_paper", 0.997))
 ROBUSTNESS_FLOOR = 18.0  # masked_psnr (dB) on every template of the robustness table
 MIX_COST_CEILING = 0.3  # masked_psnr (dB) lost on default-mask against the same model trained on default-mask alone
-COMPARE_DEFAULT_ONLY = "compare/default-only.json"  # under reports/: that model's evaluation (python -m unmasking.evaluate)
+# under reports/: the evaluation of that default-mask-only model (python -m unmasking.evaluate)
+COMPARE_DEFAULT_ONLY = "compare/default-only.json"
 NOTEBOOKS = {"01-download": "the 3,000-pair subset: sources, mask templates, rejections, in-domain sets",
              "02-explore": "pairs, mask coverage, split, sanity checks",
              "03-train": "the paper's autoencoder and the mask-aware U-Net: model cards, curves",
@@ -59,10 +61,10 @@ def markdown_table(table: dict[str, dict[str, Any]], cols=HEADLINE) -> str:
 
 
 def triplet_figure(data_dir: Path, models_dir: Path, model_name: str, n: int = 7, seed: int = 0,
-                   flip_average: list[str] | tuple[str, ...] = ()) -> bytes | None:
+                   ep: dict[str, Any] | None = None) -> bytes | None:
     """PNG bytes of masked / predicted / original rows from the generated-face test sets, one generated face per
-    mask template (None without them); the models named in ``flip_average`` are flip-averaged. No real person is
-    shown."""
+    mask template (None without them); models are predicted as the ``evaluate`` section ``ep`` says (flip
+    averaging). No real person is shown."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -81,9 +83,9 @@ def triplet_figure(data_dir: Path, models_dir: Path, model_name: str, n: int = 7
     for d, i in zip(sets, pick):  # one pair per set: read just its two files
         row = [r for r in data.read_manifest(d) if r["split"] == "test"][i]
         masked, truth = images.read_rgb(d / row["masked_file"])[None], images.read_rgb(d / row["unmasked_file"])
-        row = [masked[0], *[evaluate.model_outputs(m, masked, flip_average=m.name in flip_average)[0]
-                            for m in others.values()],
-               evaluate.model_outputs(model, masked, flip_average=model.name in flip_average)[0], truth]
+        outs = [evaluate.model_outputs(m, masked, flip_average=bool(ep) and evaluate.flip_averaged(m, ep))[0]
+                for m in (*others.values(), model)]
+        row = [masked[0], *outs, truth]
         rows.append(row)
         titles.append(d.name)
     fig = plots.image_grid(rows, ["masked input", *others, model_name, "original"], titles, size=1.8)
@@ -95,11 +97,6 @@ def triplet_figure(data_dir: Path, models_dir: Path, model_name: str, n: int = 7
 def robustness_table(robust: dict[str, dict[str, dict[str, Any]]], metric: str) -> dict[str, dict[str, Any]]:
     """{template: {method: value}} of one metric from ``metrics.json``'s robustness section."""
     return {t: {m: s.get(metric) for m, s in tab.items()} for t, tab in robust.items()}
-
-
-def _fingerprint(metrics: dict[str, Any]) -> dict[str, Any] | None:
-    """The ``masked_input`` row of a test table: the same numbers exactly only for the same test pairs."""
-    return metrics.get("test", {}).get("masked_input")
 
 
 def targets(metrics: dict[str, Any], model: str, default_only: dict[str, Any] | None = None) -> list[dict[str, Any]]:
@@ -127,7 +124,8 @@ def targets(metrics: dict[str, Any], model: str, default_only: dict[str, Any] | 
         v = rob[worst][model]["masked_psnr"]
         rows.append(row(f"masked_psnr on every robustness template (lowest: {worst})", v, f">= {ROBUSTNESS_FLOOR:g}",
                         v - ROBUSTNESS_FLOOR))
-    same_pairs = bool(default_only) and default_only.get("test", {}).get("masked_input") == _fingerprint(metrics)
+    same_pairs = bool(default_only) and \
+        default_only.get("test", {}).get("masked_input") == metrics["test"]["masked_input"]
     if same_pairs and model in default_only["test"]:
         cost = default_only["test"][model]["masked_psnr"] - test["masked_psnr"]
         rows.append(row("masked_psnr lost to the mix of templates (test split, against default-mask only)", cost,
@@ -210,7 +208,7 @@ def index_html(reports_dir: Path, models_dir: Path, figure: bytes | None, model:
 def build(reports_dir: Path, models_dir: Path, data_dir: Path, figure_path: Path | None, model_name: str) -> None:
     from unmasking import params as P
 
-    fig = triplet_figure(data_dir, models_dir, model_name, flip_average=P.load()["evaluate"]["flip_average"])
+    fig = triplet_figure(data_dir, models_dir, model_name, ep=P.load()["evaluate"])
     fig = fig or _notice_png("no generated-face test set (download.indomain_faces is empty)")
     if figure_path is not None:
         figure_path.parent.mkdir(parents=True, exist_ok=True)
