@@ -8,7 +8,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from unmasking import data, masks
+from unmasking import data, images, masks
 from unmasking.data import DataError
 
 from conftest import DEFAULT_MASK, LFW, ROOT, face_like, make_fml, needs_shared
@@ -80,7 +80,7 @@ def test_local_folder_uses_good_pairs_and_names_every_rejection(tmp_path, fml_di
         m = np.asarray(Image.open(tmp_path / "subset" / r["masked_file"]))
         u = np.asarray(Image.open(tmp_path / "subset" / r["unmasked_file"]))
         assert m.shape == (32, 32, 3) and data.check_pair(m, u)["ok"]
-        assert data.images.sha256_file(tmp_path / "subset" / r["masked_file"]) == r["masked_sha256"]
+        assert images.sha256_file(tmp_path / "subset" / r["masked_file"]) == r["masked_sha256"]
 
 
 def test_too_little_data_fails_clearly(tmp_path):
@@ -176,7 +176,7 @@ def test_interrupted_write_leaves_no_complete_looking_subset(tmp_path, fml_dir, 
     data.build_subset(dl, 1, tmp_path / "subset", progress=False)
     before = (tmp_path / "subset" / "manifest.csv").read_bytes()
     calls = {"n": 0}
-    real = data.images.write_png
+    real = images.write_png
 
     def dying(arr, path):
         calls["n"] += 1
@@ -184,7 +184,7 @@ def test_interrupted_write_leaves_no_complete_looking_subset(tmp_path, fml_dir, 
             raise KeyboardInterrupt("killed")
         return real(arr, path)
 
-    monkeypatch.setattr(data.images, "write_png", dying)
+    monkeypatch.setattr(images, "write_png", dying)
     with pytest.raises(KeyboardInterrupt):
         data.build_subset(dl_params(local=str(fml_dir), n_pairs=12), 2, tmp_path / "subset", progress=False)
     assert (tmp_path / "subset" / "manifest.csv").read_bytes() == before  # the old subset is untouched
