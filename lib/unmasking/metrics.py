@@ -20,9 +20,34 @@
     method.
 ``masked_ssim``
     SSIM over the bounding box of the masked region.
-``identity_distance``, ``identity_match``
-    Euclidean distance between dlib's 128-D face embeddings of the output and of the true face; a match is a
-    distance under 0.6 (dlib's usual same-person threshold). ``identity_match_rate`` is the share of matches.
+``lossy_region``
+    The masked region of a pair whose images went through lossy compression (JPEG), where "pixels that differ" is
+    nearly every pixel: pixels whose largest channel difference exceeds ``LOSSY_THRESHOLD`` (16 of 255; JPEG at
+    quality 75-95 moves skin by a few levels, a mask by dozens), opened with a 3 x 3 square (JPEG specks go), closed
+    with a 5 x 5 disc (the gaps inside a patterned mask close), components under a tenth of the largest dropped and
+    holes filled. It leaves out the faint outer edge of an overlay (differences under 16 levels): on the generated
+    faces with the study's templates, saved as JPEG at quality 75 or 90, it covers 0.89-0.99 of the exact region
+    (intersection over union), the same as on the lossless pairs.
+``detail_ratio``
+    Realism, part one: high-frequency energy of the output inside the masked region over that of the true face, the
+    mean absolute 3 x 3 Laplacian of the luma over the region eroded by one pixel. 1.0 is as detailed as the real
+    face; a blur scores near 0; noise scores high, which is why it is never read alone.
+``c2st_accuracy``, ``c2st_distance``
+    Realism, part two: a classifier two-sample test. A small CNN is trained to tell the masked-region crops
+    (``region_crops``: the region's bounding box, 32 x 32) of a method's outputs from those of the true faces, with
+    two-fold cross-fitting (each half of the images is classified by a network trained on the other half, the real
+    and the output crop of one image always in the same half), and its accuracy on the held-out crops is reported:
+    0.5 means the outputs cannot be told from real faces, 1.0 that every one can. ``c2st_distance`` is
+    ``max(0, 2 * accuracy - 1)`` (0 = indistinguishable). Noise does not fool it (tested): it is told apart as
+    easily as blur.
+``same_photo_distance``, ``same_photo_match``
+    Euclidean distance between dlib's 128-D face embeddings of the output and of the true face, that is of the very
+    photo that was masked; a match is a distance under 0.6 (dlib's usual same-person threshold).
+    ``same_photo_match_rate`` is the share of matches. It measures near-duplicate similarity, not recognition.
+``verification_distance``, ``verified``
+    The same distance to a *different* photo of the same person (a reference never in any split; LFW identities
+    with two or more photos), the face-verification question. ``verification_rate`` is the share under 0.6; the
+    true unmasked face's own rate is the ceiling.
 """
 
 from __future__ import annotations
@@ -99,12 +124,18 @@ def masked_ssim(pred: np.ndarray, truth: np.ndarray, mask: np.ndarray) -> float:
     return ssim(pred[ys, xs], truth[ys, xs])
 
 
-IMAGE_METRICS = ("accuracy_paper", "mse", "psnr", "ssim", "masked_psnr", "masked_l1", "masked_ssim")
+IMAGE_METRICS = ("accuracy_paper", "mse", "psnr", "ssim", "masked_psnr", "masked_l1", "masked_ssim", "detail_ratio")
+# The study's headline numbers, in this order, in the evaluation's tables, the report, RESULTS.md and ``unmask
+# evaluate``: distortion, then realism, then identity.
+HEADLINE = ("accuracy_paper", "psnr", "ssim", "masked_psnr", "masked_l1", "masked_ssim", "detail_ratio",
+            "c2st_distance", "same_photo_match_rate", "verification_rate")
 
 
-def image_metrics(pred: np.ndarray, truth: np.ndarray, masked: np.ndarray) -> dict[str, float]:
-    """All pixel metrics of one image; the masked region comes from the (masked input, truth) pair."""
-    mask = region(masked, truth)
+def image_metrics(pred: np.ndarray, truth: np.ndarray, masked: np.ndarray, mask: np.ndarray | None = None
+                  ) -> dict[str, float]:
+    """All per-image metrics of one image; the masked region ``mask`` is the (masked input, truth) pair's ``region``
+    unless given (``lossy_region`` for compressed pairs)."""
+    mask = region(masked, truth) if mask is None else mask
     return {
         "accuracy_paper": accuracy_paper(pred, truth),
         "mse": mse(pred, truth),
@@ -113,7 +144,124 @@ def image_metrics(pred: np.ndarray, truth: np.ndarray, masked: np.ndarray) -> di
         "masked_psnr": masked_psnr(pred, truth, mask),
         "masked_l1": masked_l1(pred, truth, mask),
         "masked_ssim": masked_ssim(pred, truth, mask),
+        "detail_ratio": detail_ratio(pred, truth, mask),
     }
+
+
+LOSSY_THRESHOLD = 16 / 255
+
+
+def lossy_region(masked: np.ndarray, truth: np.ndarray, threshold: float = LOSSY_THRESHOLD) -> np.ndarray:
+    """The masked region (H, W) bool of a pair that went through JPEG (uint8 or float images); see the module text."""
+    import cv2
+    from scipy.ndimage import binary_fill_holes
+
+    diff = np.abs(_as_float(masked) - _as_float(truth)).max(axis=-1) > threshold
+    m = cv2.morphologyEx(diff.astype(np.uint8), cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
+    m = cv2.morphologyEx(m, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5)))
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(m, connectivity=8)
+    if n <= 1:
+        return np.zeros(diff.shape, bool)
+    areas = stats[1:, cv2.CC_STAT_AREA]
+    keep = 1 + np.nonzero(areas >= 0.1 * areas.max())[0]
+    return binary_fill_holes(np.isin(labels, keep))
+
+
+def _as_float(img: np.ndarray) -> np.ndarray:
+    a = np.asarray(img)
+    return a.astype(np.float32) / 255.0 if a.dtype == np.uint8 else a.astype(np.float32)
+
+
+def detail(img: np.ndarray, mask: np.ndarray) -> float:
+    """Mean absolute 3 x 3 Laplacian of the luma of ``img`` over ``mask`` eroded by one pixel (NaN when empty)."""
+    import cv2
+
+    inner = cv2.erode(mask.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
+    if not inner.any():
+        return float("nan")
+    a = _as_float(img)
+    luma = a[..., 0] * 0.299 + a[..., 1] * 0.587 + a[..., 2] * 0.114
+    return float(np.abs(cv2.Laplacian(luma, cv2.CV_32F, ksize=1))[inner].mean())
+
+
+def detail_ratio(pred: np.ndarray, truth: np.ndarray, mask: np.ndarray) -> float:
+    """``detail(pred) / detail(truth)`` over the masked region: 1.0 = as detailed as the real face."""
+    t = detail(truth, mask)
+    return float("nan") if not np.isfinite(t) or t <= 0 else detail(pred, mask) / t
+
+
+C2ST_SIZE = 32
+
+
+def region_crops(imgs: np.ndarray, masks: np.ndarray, size: int = C2ST_SIZE) -> np.ndarray:
+    """The bounding box of each image's region (the whole image when empty), resized to ``size`` x ``size``: float32
+    (N, size, size, 3) in [0, 1]."""
+    import cv2
+
+    out = np.empty((len(imgs), size, size, 3), np.float32)
+    for i, (img, m) in enumerate(zip(imgs, masks)):
+        b = bbox(m)
+        crop = _as_float(img)[b] if b is not None else _as_float(img)
+        out[i] = cv2.resize(crop, (size, size), interpolation=cv2.INTER_AREA)
+    return out
+
+
+def c2st(real: np.ndarray, fake: np.ndarray, seed: int = 0, epochs: int = 20, batch_size: int = 32) -> dict:
+    """Classifier two-sample test of crops ``real`` against ``fake`` (paired: crop i of each comes from image i);
+    see the module text. Returns the held-out ``accuracy``, ``distance``, the per-crop ``correct`` flags (real crops
+    first) for the bootstrap, and ``n`` crops."""
+    import keras
+
+    n = len(real)
+    assert len(fake) == n and n >= 4, "c2st needs at least 4 paired crops"
+    rng = np.random.default_rng(seed)
+    fold = np.zeros(n, int)
+    fold[rng.permutation(n)[: n // 2]] = 1
+    correct = np.zeros(2 * n, bool)
+    x_all = np.concatenate([real, fake]).astype(np.float32)
+    y_all = np.r_[np.zeros(n), np.ones(n)].astype(np.float32)
+    f_all = np.r_[fold, fold]
+    for k in (0, 1):
+        keras.utils.set_random_seed(seed + k)
+        _deterministic()
+        net = _c2st_net(x_all.shape[1:])
+        train = f_all != k
+        x, y = x_all[train], y_all[train]
+        order = np.random.default_rng(seed + k).permutation(len(x))
+        x, y = x[order], y[order]
+        x = np.concatenate([x, x[:, :, ::-1]])  # mirrored copies: the side of a face says nothing about realism
+        y = np.concatenate([y, y])
+        net.fit(x, y, epochs=epochs, batch_size=batch_size, verbose=0, shuffle=True)
+        test = ~train
+        p = net.predict(x_all[test], batch_size=256, verbose=0)[:, 0]
+        correct[test] = (p > 0.5) == (y_all[test] > 0.5)
+    acc = float(correct.mean())
+    return {"accuracy": acc, "distance": max(0.0, 2 * acc - 1), "correct": correct.tolist(), "n": 2 * n}
+
+
+def _c2st_net(shape):
+    import keras
+    from keras import layers
+
+    inputs = keras.Input(shape)
+    x = inputs
+    for f in (16, 32, 64):
+        x = layers.Conv2D(f, 3, strides=2, padding="same", activation="relu")(x)
+    x = layers.GlobalAveragePooling2D()(x)
+    outputs = layers.Dense(1, activation="sigmoid")(x)
+    net = keras.Model(inputs, outputs)
+    net.compile(optimizer=keras.optimizers.Adam(1e-3), loss="binary_crossentropy")
+    return net
+
+
+def _deterministic() -> None:
+    """Same seed, same classifier: TensorFlow's op determinism (the study's stages run with it on anyway)."""
+    import keras
+
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        tf.config.experimental.enable_op_determinism()
 
 
 def identity_distance(a: np.ndarray | None, b: np.ndarray | None) -> float:
