@@ -1,31 +1,48 @@
-"""The evaluation: methods and baselines on a test split, per-image metrics and their summary table.
+"""The study's evaluation: one function, ``run``, scores every method on sets of pairs and returns one layout.
 
-Methods (``METHODS``):
+Every entry point calls it: the evaluate stage (notebook 04) and ``python -m unmasking.evaluate`` through
+``evaluate_study`` (the study's sets, ``testsets.study_sets``), and ``unmask evaluate`` on a folder of pairs
+(``testsets.folder_sets``). A set (``PairSet``) holds aligned masked inputs and true faces; ``run`` predicts every
+method on it (or takes the outputs a set brings, as the photo-level set does), and scores each image:
 
-* ``masked_input``  -- do nothing: the masked image itself.
-* ``telea``         -- OpenCV's Telea inpainting over a mask region estimated from the masked image alone
-  (``estimate_mask_region``: bright, unsaturated pixels in the lower face, the white mask's colour).
-* ``telea_oracle``  -- the same inpainting over the true region (where the pair differs): not available at inference,
-  shown as the best a classical method could do with perfect knowledge of the mask.
-* ``paper_ae``, ``mask_unet`` -- the trained models; those named in ``evaluate.flip_average`` output the mean of
-  their prediction on the face and, mirrored back, on its mirror image (``model_outputs``).
+* the pixel metrics of ``metrics.image_metrics`` over the pair's masked region (``metrics.region``, or the region the
+  set gives: the exact region of a JPEG photo);
+* identity (dlib embeddings): the distance to the very photo that was masked (``same_photo_*``, on the first
+  ``same_photo_n`` pairs) and to another photo of the same person (``verification_*``, where the set has a
+  reference embedding). The true face's own distance to its reference is the verification ceiling;
+* on a set marked ``realism``: the classifier two-sample test of each method's masked-region crops
+  (``metrics.c2st``).
 
-Each row carries the mask template of its pair, so every metric can be summarized per template (``summarize_by``):
-the robustness table of the in-domain faces masked with each template.
+Per set and method, every headline number has a seeded 95 % bootstrap interval over the images (``stats``), and the
+trained models are compared pairwise on the same images (``stats.paired_difference``): a gain is a gain only when
+its interval lies above zero.
+
+Methods: ``masked_input`` (do nothing), ``telea`` (OpenCV Telea inpainting over a region estimated from the masked
+image alone), ``telea_oracle`` (the same over the true region: not available in use, the best a classical method
+could do knowing the mask) and the trained models; those named in ``evaluate.flip_average`` are flip-averaged
+(``models.unmask``).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from unmasking import metrics, parallel
+from unmasking import metrics, parallel, stats
 
 BASELINES = ("masked_input", "telea", "telea_oracle")
-SUMMARY_METRICS = (*metrics.IMAGE_METRICS, "identity_distance", "identity_match_rate")
+# per-image values compared between the trained models (paired differences)
+COMPARED = ("masked_psnr", "masked_ssim", "psnr", "ssim", "detail_ratio", "same_photo_match", "verified")
+EXAMPLES = 3  # first images of each set whose outputs the Evaluation keeps for figures (the test set: all)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Baselines
 
 
 def estimate_mask_region(masked: np.ndarray) -> np.ndarray:
@@ -45,10 +62,10 @@ def estimate_mask_region(masked: np.ndarray) -> np.ndarray:
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))
     m = cv2.morphologyEx(cand.astype(np.uint8), cv2.MORPH_CLOSE, kernel)
     m = cv2.morphologyEx(m, cv2.MORPH_OPEN, kernel)
-    n, labels, stats, _ = cv2.connectedComponentsWithStats(m)
+    n, labels, st, _ = cv2.connectedComponentsWithStats(m)
     if n <= 1:
         return np.zeros(masked.shape[:2], bool)
-    biggest = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+    biggest = 1 + int(np.argmax(st[1:, cv2.CC_STAT_AREA]))
     m = (labels == biggest).astype(np.uint8)
     return cv2.dilate(m, np.ones((5, 5), np.uint8)).astype(bool)
 
@@ -62,8 +79,10 @@ def telea(masked: np.ndarray, region: np.ndarray, radius: int = 5) -> np.ndarray
     return cv2.inpaint(np.ascontiguousarray(masked), region.astype(np.uint8) * 255, radius, cv2.INPAINT_TELEA)
 
 
-def baseline_outputs(name: str, masked: np.ndarray, unmasked: np.ndarray, radius: int = 5) -> np.ndarray:
-    """Outputs (uint8) of a baseline method for a batch of masked images."""
+def baseline_outputs(name: str, masked: np.ndarray, unmasked: np.ndarray, radius: int = 5,
+                     regions: np.ndarray | None = None) -> np.ndarray:
+    """Outputs (uint8) of a baseline method for a batch of masked images (``regions``: the true regions, else those
+    of the pairs)."""
     if name == "masked_input":
         return masked.copy()
     if name == "telea":
@@ -72,39 +91,54 @@ def baseline_outputs(name: str, masked: np.ndarray, unmasked: np.ndarray, radius
         import cv2
 
         out = []
-        for m, u in zip(masked, unmasked):
-            r = metrics.region(m.astype(np.float32) / 255, u.astype(np.float32) / 255)
+        for i, (m, u) in enumerate(zip(masked, unmasked)):
+            r = regions[i] if regions is not None else metrics.region(m.astype(np.float32) / 255,
+                                                                      u.astype(np.float32) / 255)
             r = cv2.dilate(r.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
             out.append(telea(m, r, radius))
         return np.stack(out)
     raise ValueError(f"unknown baseline {name!r}")
 
 
-def model_outputs(model, masked: np.ndarray, batch_size: int = 64, flip_average: bool = False) -> np.ndarray:
-    """A trained model's unmasked faces (uint8) for uint8 masked inputs, predicted in batches.
-
-    ``flip_average``: the mean of the prediction on each image and, mirrored back, on its mirror image (test-time
-    flip averaging; the faces are roughly symmetric and the models train on random flips). Needs no true mask.
-    """
-    from unmasking import images, models
-
-    x = masked.astype(np.float32) / 255.0
-    if not flip_average:
-        return images.to_uint8(models.predict_faces(model, x, batch_size))
-    # one prediction over the images and their mirrors: a second call would cost Keras's per-call overhead again
-    y = models.predict_faces(model, np.concatenate([x, x[:, :, ::-1]]), batch_size)
-    return images.to_uint8((y[: len(x)] + y[len(x):, :, ::-1]) / 2)
+# ---------------------------------------------------------------------------------------------------------------------
+# Sets and what an evaluation returns
 
 
-def flip_averaged(model, ep: dict[str, Any]) -> bool:
-    """Whether ``model`` is predicted with flip averaging: ``evaluate.flip_average`` names it (by the model's own
-    name, ``paper_ae`` or ``mask_unet``, whatever its weights file is called)."""
-    return model.name in ep["flip_average"]
+@dataclass
+class PairSet:
+    """Aligned pairs to evaluate. ``masked``/``unmasked`` are uint8 (N, H, W, 3) arrays, or lists of photos of
+    different sizes when ``outputs`` are given."""
+
+    name: str
+    masked: Any
+    unmasked: Any
+    ids: list[str]
+    masks: list[str]
+    regions: Any = None  # the true masked region of each pair; None: metrics.region of the pair
+    same_photo_n: int | None = None  # same-photo identity on the first n pairs (None: all, 0: none)
+    references: list[np.ndarray | None] | None = None  # embedding of another photo of the same person, per pair
+    boxes: list | None = None  # the face box of each pair for the embeddings; None: detected on the true face
+    realism: bool = False  # run the classifier two-sample test of each method
+    outputs: dict[str, Any] | None = None  # precomputed outputs per method (the photo level); None: predicted here
+    info: dict[str, Any] = field(default_factory=dict)  # what the set is, for the tables
+
+
+@dataclass
+class Evaluation:
+    """``result``: the layout of ``reports/metrics.json``; ``rows``: one per (set, method, image); ``examples``: per
+    set, the first images with every method's output (the test set whole), for figures."""
+
+    result: dict[str, Any]
+    rows: list[dict[str, Any]]
+    examples: dict[str, dict[str, Any]]
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Identity
 
 
 def face_box(size: int) -> tuple[int, int, int, int]:
     """The face box of a crop made by ``masks.crop_box`` (the landmarks' bounding box), used when detection fails."""
-
     half = size / 1.9 / 2
     cx, cy = size / 2, size / 2 + 0.08 * size
     return int(cx - half), int(cy - half), int(cx + half), int(cy + half)
@@ -113,159 +147,329 @@ def face_box(size: int) -> tuple[int, int, int, int]:
 Truth = tuple[bool, tuple[int, int, int, int], "np.ndarray | None"]  # (fallback box used, face box, embedding)
 
 
-def _identity_one(task: tuple[np.ndarray, list[np.ndarray], Truth | None]) -> tuple[Truth, list[float]]:
-    """Embedding distances of each output to the true face; the face box is detected on the true image (upsampled,
-    as crops are small) and shared by all outputs; when none is found the crop's known face box is used. The true
-    face's box and embedding are computed here unless the task carries them."""
+def _identity_one(task) -> tuple[Truth, list[float], list[float], float]:
+    """One pair: (its true face's box and embedding, same-photo distances, verification distances, the true face's
+    verification distance). The box is the set's, else detected on the true face (upsampled, as crops are small;
+    the crop's known face box when none is found), and shared by every output."""
     from unmasking import faces
 
-    truth, outs, known = task
-
-    def embed(img, box):
-        try:
-            return faces.embedding(img, box)
-        except RuntimeError:
-            return None
-
+    truth, outs, known, box, same, ref = task
     if known is None:
-        boxes = faces.detect_faces(truth, upsample=1)
-        box = boxes[0] if boxes else face_box(truth.shape[0])
-        known = (not boxes, box, embed(truth, box))
+        fallback = False
+        if box is None:
+            boxes = faces.detect_faces(truth, upsample=1)
+            fallback = not boxes
+            box = boxes[0] if boxes else face_box(truth.shape[0])
+        known = (fallback, box, _embed([truth], box)[0])
     _, box, e_true = known
-    return known, [metrics.identity_distance(embed(o, box), e_true) for o in outs]
+    e_out = _embed(outs, box)
+    d_same = [metrics.identity_distance(e, e_true) for e in e_out] if same else []
+    d_ref = [metrics.identity_distance(e, ref) for e in e_out] if ref is not None else []
+    return known, d_same, d_ref, metrics.identity_distance(e_true, ref) if ref is not None else float("nan")
 
 
-def identity_distances(unmasked: np.ndarray, outputs: dict[str, np.ndarray], workers: int = 2,
-                       progress: bool = True, truth_cache: dict[str, Truth] | None = None
-                       ) -> tuple[dict[str, np.ndarray], int]:
-    """dlib embedding distance of every method's output to the true face, per image: ({method: (N,)}, fallbacks).
+def _embed(imgs, box):
+    from unmasking import faces
 
-    dlib computes one embedding on one core; the pairs are spread over ``workers`` processes. ``truth_cache`` (a
-    dict kept between calls) holds each true face's box and embedding under a hash of its pixels, so sets that
-    mask the same faces with other templates compute them once.
+    try:
+        return faces.embeddings(imgs, box)
+    except RuntimeError:
+        return [None] * len(imgs)
+
+
+def identity_scores(pset: PairSet, outputs: dict[str, Any], workers: int = 2, progress: bool = True,
+                    truth_cache: dict[str, Truth] | None = None) -> dict[str, Any]:
+    """Per image and method: ``same_photo`` and ``verification`` distances (NaN where not scored), the true face's
+    ``ceiling`` distances, and how many face boxes fell back to the crop's known box.
+
+    ``truth_cache`` (a dict kept between calls) holds each true face's box and embedding under a hash of its pixels,
+    so sets that mask the same faces with other templates compute them once.
     """
-    import hashlib
-
     names = list(outputs)
-    cache = {} if truth_cache is None else truth_cache
-    keys = [hashlib.sha1(np.ascontiguousarray(u).tobytes()).hexdigest() + str(u.shape) for u in unmasked]
-    tasks = ((unmasked[i], [outputs[n][i] for n in names], cache.get(keys[i])) for i in range(len(unmasked)))
-    results = parallel.ordered_map_with_progress(_identity_one, tasks, len(unmasked), "identity", workers, progress)
-    cache.update(zip(keys, (r[0] for r in results)))
-    dist = {n: np.array([r[1][j] for r in results], np.float64) for j, n in enumerate(names)}
-    return dist, int(sum(r[0][0] for r in results))
+    n = len(pset.ids)
+    n_same = n if pset.same_photo_n is None else min(pset.same_photo_n, n)
+    refs = pset.references or [None] * n
+    todo = [i for i in range(n) if i < n_same or refs[i] is not None]
+    cache = {} if truth_cache is None or pset.boxes is not None else truth_cache
+    keys = {i: hashlib.sha1(np.ascontiguousarray(pset.unmasked[i]).tobytes()).hexdigest()
+            + str(pset.unmasked[i].shape) for i in todo}
+    tasks = ((pset.unmasked[i], [outputs[m][i] for m in names], cache.get(keys[i]),
+              pset.boxes[i] if pset.boxes is not None else None, i < n_same, refs[i]) for i in todo)
+    results = parallel.ordered_map_with_progress(_identity_one, tasks, len(todo), f"identity {pset.name}", workers,
+                                                 progress, chunksize=4)
+    out = {"same_photo": {m: np.full(n, np.nan) for m in names}, "verification": {m: np.full(n, np.nan) for m in names},
+           "ceiling": np.full(n, np.nan), "fallbacks": 0}
+    for i, (known, d_same, d_ref, d_true) in zip(todo, results):
+        cache[keys[i]] = known
+        out["fallbacks"] += known[0]
+        for j, m in enumerate(names):
+            if d_same:
+                out["same_photo"][m][i] = d_same[j]
+            if d_ref:
+                out["verification"][m][i] = d_ref[j]
+        out["ceiling"][i] = d_true
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Pixel metrics, in parallel
 
 
 _PIXEL_INPUTS: dict[str, Any] = {}
 
 
-def _set_pixel_inputs(masked: np.ndarray, unmasked: np.ndarray, outputs: list[np.ndarray]) -> None:
-    _PIXEL_INPUTS.update(masked=masked, unmasked=unmasked, outputs=outputs)
+def _set_pixel_inputs(masked, unmasked, outputs, regions) -> None:
+    _PIXEL_INPUTS.update(masked=masked, unmasked=unmasked, outputs=outputs, regions=regions)
 
 
 def _pixel_metrics_one(i: int) -> list[dict[str, float]]:
     """Every method's pixel metrics for image ``i`` of the arrays in ``_PIXEL_INPUTS`` (set in each worker)."""
-    masked, unmasked, outputs = _PIXEL_INPUTS["masked"], _PIXEL_INPUTS["unmasked"], _PIXEL_INPUTS["outputs"]
-    m = masked[i].astype(np.float32) / 255
-    u = unmasked[i].astype(np.float32) / 255
-    return [metrics.image_metrics(out[i].astype(np.float32) / 255, u, m) for out in outputs]
+    p = _PIXEL_INPUTS
+    m = p["masked"][i].astype(np.float32) / 255
+    u = p["unmasked"][i].astype(np.float32) / 255
+    region = metrics.region(m, u) if p["regions"] is None else p["regions"][i]
+    return [metrics.image_metrics(out[i].astype(np.float32) / 255, u, m, region) for out in p["outputs"]]
 
 
-def pixel_metrics(masked: np.ndarray, unmasked: np.ndarray, outputs: dict[str, np.ndarray], workers: int = 2,
-                  progress: bool = True) -> list[list[dict[str, float]]]:
+def pixel_metrics(pset: PairSet, outputs: dict[str, Any], workers: int = 2, progress: bool = True
+                  ) -> list[list[dict[str, float]]]:
     """``metrics.image_metrics`` of every method's output for every image: [image][method, in ``outputs`` order].
 
     The images are spread over ``workers`` processes (the same numbers as one process, in the same order).
     """
     try:
         return parallel.ordered_map_with_progress(
-            _pixel_metrics_one, range(len(masked)), len(masked), "pixel metrics", workers, progress,
-            initializer=_set_pixel_inputs, initargs=(masked, unmasked, list(outputs.values())), chunksize=16)
+            _pixel_metrics_one, range(len(pset.ids)), len(pset.ids), f"pixel metrics {pset.name}", workers,
+            progress, initializer=_set_pixel_inputs,
+            initargs=(pset.masked, pset.unmasked, list(outputs.values()), pset.regions), chunksize=16)
     finally:
         _PIXEL_INPUTS.clear()
 
 
-def evaluate(masked: np.ndarray, unmasked: np.ndarray, ids: list[str], outputs: dict[str, np.ndarray],
-             identity: bool = True, progress: bool = True, workers: int = 2, masks: list[str] | None = None,
-             identity_limit: int = 0, truth_cache: dict[str, Truth] | None = None) -> list[dict[str, Any]]:
-    """Per-image metrics of every method's ``outputs`` (uint8, aligned with ``masked``/``unmasked``).
+# ---------------------------------------------------------------------------------------------------------------------
+# Scoring a set
 
-    Returns one row per (method, image): ``method``, ``pair_id``, ``mask`` (the template, when ``masks`` is given),
-    the pixel metrics, ``identity_distance`` and ``identity_match`` (NaN / None where no embedding could be computed).
-    ``identity_limit`` > 0 scores identity on the first that many images only (dlib takes ~0.1 s per face); the
-    other rows have no identity keys. ``truth_cache``: see ``identity_distances``.
-    """
+
+def method_outputs(pset: PairSet, trained: dict[str, Any], ep: dict[str, Any], baselines: bool = True
+                   ) -> dict[str, Any]:
+    """Every method's outputs on a set (the set's own, when it brings them)."""
+    from unmasking import models
+
+    if pset.outputs is not None:
+        return pset.outputs
+    out = {b: baseline_outputs(b, pset.masked, pset.unmasked, ep["telea_radius"], pset.regions)
+           for b in (BASELINES if baselines else ("masked_input",))}
+    out.update({n: models.unmask(m, pset.masked, ep["batch_size"], models.flip_averaged(m, ep)).faces
+                for n, m in trained.items()})
+    return out
+
+
+def score_set(pset: PairSet, outputs: dict[str, Any], ep: dict[str, Any], workers: int = 2, progress: bool = True,
+              truth_cache: dict[str, Truth] | None = None) -> list[dict[str, Any]]:
+    """Per-image rows of every method on one set: ``set``, ``method``, ``pair_id``, ``mask``, the pixel metrics, and
+    the identity distances and matches where scored (NaN / None elsewhere)."""
     names = list(outputs)
-    per_image = pixel_metrics(masked, unmasked, outputs, workers, progress)
-    rows = [{"method": name, "pair_id": ids[i], **({"mask": masks[i]} if masks else {}), **per_image[i][j]}
-            for i in range(len(ids)) for j, name in enumerate(names)]
-    if identity:
-        n = min(identity_limit, len(ids)) if identity_limit else len(ids)
-        dist, _ = identity_distances(unmasked[:n], {k: v[:n] for k, v in outputs.items()}, workers, progress,
-                                     truth_cache)
-        for k, row in enumerate(rows[: n * len(names)]):
-            d = float(dist[row["method"]][k // len(names)])
-            row["identity_distance"] = d
-            row["identity_match"] = None if np.isnan(d) else bool(d < metrics.IDENTITY_THRESHOLD)
+    per_image = pixel_metrics(pset, outputs, workers, progress)
+    ident = identity_scores(pset, outputs, workers, progress, truth_cache)
+    n_same = len(pset.ids) if pset.same_photo_n is None else pset.same_photo_n
+    refs = pset.references or [None] * len(pset.ids)
+    thr = ep["identity_threshold"]
+    rows = []
+    for i, pid in enumerate(pset.ids):
+        for j, name in enumerate(names):
+            d_same, d_ref = ident["same_photo"][name][i], ident["verification"][name][i]
+            rows.append({"set": pset.name, "method": name, "pair_id": pid, "mask": pset.masks[i], **per_image[i][j],
+                         "same_photo_scored": i < n_same, "same_photo_distance": d_same,
+                         "same_photo_match": _match(d_same, thr), "verification_scored": refs[i] is not None,
+                         "verification_distance": d_ref, "verified": _match(d_ref, thr),
+                         "ceiling_distance": ident["ceiling"][i]})
     return rows
 
 
-def summarize_by(rows: list[dict[str, Any]], key: str = "mask", threshold: float = metrics.IDENTITY_THRESHOLD
-                 ) -> dict[str, dict[str, dict[str, Any]]]:
-    """``summarize`` per value of ``key`` (e.g. per mask template): {value: {method: summary}}."""
-    values = sorted({r[key] for r in rows if key in r})
-    return {v: summarize([r for r in rows if r.get(key) == v], threshold) for v in values}
+def _match(d: float, threshold: float) -> bool | None:
+    return None if not np.isfinite(d) else bool(d < threshold)
 
 
-def summarize(rows: list[dict[str, Any]], threshold: float = metrics.IDENTITY_THRESHOLD) -> dict[str, dict[str, Any]]:
-    """Mean of each metric per method (NaN-aware), the identity match rate, and how many had no embedding."""
+def realism(pset: PairSet, outputs: dict[str, Any], ep: dict[str, Any], seed: int) -> dict[str, dict[str, Any]]:
+    """The classifier two-sample test of each method's masked-region crops against the true faces' ({} for a set of
+    fewer than 4 pairs, too few to hold half of them out)."""
+    if len(pset.ids) < 4:
+        return {}
+    regions = pset.regions if pset.regions is not None else np.stack(
+        [metrics.region(m.astype(np.float32) / 255, u.astype(np.float32) / 255)
+         for m, u in zip(pset.masked, pset.unmasked)])
+    real = metrics.region_crops(pset.unmasked, regions)
+    return {name: metrics.c2st(real, metrics.region_crops(out, regions), seed, ep["c2st_epochs"])
+            for name, out in outputs.items()}
+
+
+def summarize(rows: list[dict[str, Any]], c2st: dict[str, dict[str, Any]] | None = None, seed: int = 0,
+              n_boot: int = stats.N_BOOT, threshold: float = metrics.IDENTITY_THRESHOLD) -> dict[str, dict[str, Any]]:
+    """Per method: the mean of each per-image metric with its 95 % bootstrap interval (``<metric>_ci95``), the
+    same-photo match rate and the verification rate (with how many pairs each scored and how many had no
+    embedding), and the classifier two-sample test."""
     out: dict[str, dict[str, Any]] = {}
-    methods = list(dict.fromkeys(r["method"] for r in rows))
-    for name in methods:
+    for name in dict.fromkeys(r["method"] for r in rows):
         rs = [r for r in rows if r["method"] == name]
         s: dict[str, Any] = {}
         for k in metrics.IMAGE_METRICS:
-            v = np.array([r[k] for r in rs], np.float64)
-            s[k] = _round(np.nanmean(v)) if np.isfinite(v).any() else None
-        scored = [r for r in rs if "identity_distance" in r]
-        if scored:
-            d = np.array([r["identity_distance"] for r in scored], np.float64)
+            _mean_ci(s, k, np.array([r[k] for r in rs], np.float64), seed, n_boot)
+        for prefix, rate, key in (("same_photo", "same_photo_match_rate", "same_photo_distance"),
+                                  ("verification", "verification_rate", "verification_distance")):
+            scored = [r for r in rs if r[f"{prefix}_scored"]]
+            if not scored:
+                continue
+            d = np.array([r[key] for r in scored], np.float64)
             ok = np.isfinite(d)
-            s["identity_distance"] = _round(d[ok].mean()) if ok.any() else None
-            s["identity_match_rate"] = _round(float((d[ok] < threshold).mean())) if ok.any() else None
-            s["identity_missing"] = int((~ok).sum())
-            if len(scored) < len(rs):
-                s["identity_n"] = len(scored)
+            s[key] = _round(d[ok].mean()) if ok.any() else None
+            _mean_ci(s, rate, np.where(ok, d < threshold, np.nan), seed, n_boot)
+            s[f"{prefix}_n"] = len(scored)
+            s[f"{prefix}_missing"] = int((~ok).sum())
+        if c2st and name in c2st:
+            c = c2st[name]
+            lo, hi = stats.bootstrap_ci(np.array(c["correct"], np.float64), n_boot, seed)
+            s["c2st_accuracy"], s["c2st_accuracy_ci95"] = _round(c["accuracy"]), [_round(lo), _round(hi)]
+            s["c2st_distance"] = _round(c["distance"])
+            s["c2st_distance_ci95"] = [_round(max(0.0, 2 * lo - 1)), _round(max(0.0, 2 * hi - 1))]
         s["n"] = len(rs)
         out[name] = s
     return out
 
 
-def _round(v: float) -> float:
-    return float(f"{float(v):.5g}")
+def _mean_ci(s: dict[str, Any], key: str, v: np.ndarray, seed: int, n_boot: int) -> None:
+    ok = np.isfinite(v)
+    s[key] = _round(v[ok].mean()) if ok.any() else None
+    lo, hi = stats.bootstrap_ci(v, n_boot, seed)
+    s[f"{key}_ci95"] = [_round(lo), _round(hi)] if lo is not None else None
 
 
-def write_metrics(path: Path, tables: dict[str, Any]) -> None:
+def _round(v: float | None) -> float | None:
+    return None if v is None else float(f"{float(v):.5g}")
+
+
+def summarize_by(rows: list[dict[str, Any]], key: str = "mask", seed: int = 0, n_boot: int = stats.N_BOOT,
+                 threshold: float = metrics.IDENTITY_THRESHOLD) -> dict[str, dict[str, dict[str, Any]]]:
+    """``summarize`` per value of ``key`` (e.g. per mask template): {value: {method: summary}}."""
+    values = sorted({r[key] for r in rows if key in r})
+    return {v: summarize([r for r in rows if r.get(key) == v], None, seed, n_boot, threshold) for v in values}
+
+
+def verification_ceiling(rows: list[dict[str, Any]], seed: int = 0, n_boot: int = stats.N_BOOT,
+                         threshold: float = metrics.IDENTITY_THRESHOLD) -> dict[str, Any] | None:
+    """The true unmasked face's own verification rate against its reference photo (the ceiling), and how many
+    pairs have a reference."""
+    first = next((r["method"] for r in rows), None)
+    d = np.array([r["ceiling_distance"] for r in rows if r["method"] == first and r["verification_scored"]])
+    if not len(d):
+        return None
+    ok = np.isfinite(d)
+    s: dict[str, Any] = {}
+    _mean_ci(s, "verification_rate", np.where(ok, d < threshold, np.nan), seed, n_boot)
+    s["verification_n"], s["verification_missing"] = len(d), int((~ok).sum())
+    return s
+
+
+def compare(rows: list[dict[str, Any]], pairs: list[tuple[str, str]], seed: int = 0, n_boot: int = stats.N_BOOT
+            ) -> dict[str, dict[str, Any]]:
+    """Paired differences ``a - b`` of the per-image values in ``COMPARED`` for each (a, b) of ``pairs``:
+    {"a - b": {value: stats.paired_difference}}."""
+
+    def values(method: str, key: str) -> dict[str, float]:
+        out = {}
+        for r in rows:
+            if r["method"] == method:
+                v = r[key]
+                out[r["pair_id"]] = np.nan if v is None else float(v)
+        return out
+
+    res = {}
+    for a, b in pairs:
+        entry = {}
+        for key in COMPARED:
+            va, vb = values(a, key), values(b, key)
+            ids = [i for i in va if i in vb]
+            d = stats.paired_difference([va[i] for i in ids], [vb[i] for i in ids], n_boot, seed)
+            if d["n"]:
+                entry[key] = {**d, "difference": _round(d["difference"]),
+                              "ci95": [_round(d["ci95"][0]), _round(d["ci95"][1])]}
+        res[f"{a} - {b}"] = entry
+    return res
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The evaluation
+
+
+def run(trained: dict[str, Any], sets: list[PairSet], ep: dict[str, Any], seed: int = 0, baselines: bool = True,
+        workers: int | None = None, progress: bool = True) -> Evaluation:
+    """Score every method on every set: the one evaluation of the study (see the module text)."""
+    workers = ep.get("workers", 2) if workers is None else workers
+    n_boot, thr = ep["bootstrap"], ep["identity_threshold"]
+    from unmasking import models
+
+    result: dict[str, Any] = {"headline": list(metrics.HEADLINE), "flip_averaged": sorted(
+        n for n, m in trained.items() if models.flip_averaged(m, ep)), "sets": {}, "comparisons": {}}
+    rows_all: list[dict[str, Any]] = []
+    examples: dict[str, dict[str, Any]] = {}
+    truth_cache: dict[str, Truth] = {}  # the generated-face sets mask the same faces
+    names = list(trained)
+    for pset in sets:
+        outputs = method_outputs(pset, trained, ep, baselines)
+        rows = score_set(pset, outputs, ep, workers, progress, truth_cache)
+        c2st = realism(pset, outputs, ep, seed) if pset.realism else None
+        entry = {"n": len(pset.ids), **pset.info, "methods": summarize(rows, c2st, seed, n_boot, thr)}
+        if len(set(pset.masks)) > 1:
+            entry["by_mask"] = summarize_by(rows, "mask", seed, n_boot, thr)
+        ceiling = verification_ceiling(rows, seed, n_boot, thr)
+        if ceiling:
+            entry["verification_ceiling"] = ceiling
+        result["sets"][pset.name] = entry
+        pairs = [(names[j], names[i]) for i in range(len(names)) for j in range(i + 1, len(names))]
+        if pairs:
+            result["comparisons"][pset.name] = compare(rows, pairs, seed, n_boot)
+        rows_all += rows
+        k = len(pset.ids) if pset.name == "test" else min(EXAMPLES, len(pset.ids))
+        examples[pset.name] = {"ids": pset.ids[:k], "masked": pset.masked[:k], "unmasked": pset.unmasked[:k],
+                               "outputs": {n: o[:k] for n, o in outputs.items()}}
+    return Evaluation(result, rows_all, examples)
+
+
+def evaluate_study(params: dict[str, Any], data_dir: Path, trained: dict[str, Any], baselines: bool = True,
+                   progress: bool = True, masked_detector: Path | None = None) -> Evaluation:
+    """The study's evaluation: ``run`` over the study's sets in ``data_dir`` (``testsets.study_sets``);
+    ``masked_detector``: the masked-face detector's file (``models/masked_faces.svm``) for the photos."""
+    from unmasking import testsets
+
+    ep = params["evaluate"]
+    sets = testsets.study_sets(params, Path(data_dir), trained, progress, baselines, masked_detector)
+    return run(trained, sets, ep, params["base"]["seed"], baselines, progress=progress)
+
+
+def write_metrics(path: Path, result: dict[str, Any]) -> None:
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text(json.dumps(tables, indent=2) + "\n")
+    Path(path).write_text(json.dumps(result, indent=2) + "\n")
 
 
-def write_rows(path: Path, rows: list[dict[str, Any]], extra: dict[str, Any] | None = None) -> None:
+ROW_COLUMNS = ["set", "mask", "method", "pair_id", *metrics.IMAGE_METRICS, "same_photo_distance", "same_photo_match",
+               "verification_distance", "verified"]
+
+
+def write_rows(path: Path, rows: list[dict[str, Any]]) -> None:
+    """The per-image rows as CSV (``reports/eval/per_image.csv``, a DVC plot)."""
     import csv
 
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    cols = ["set", "mask", "method", "pair_id", *metrics.IMAGE_METRICS, "identity_distance", "identity_match"]
     with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=cols, extrasaction="ignore", lineterminator="\n")
+        w = csv.DictWriter(f, fieldnames=ROW_COLUMNS, extrasaction="ignore", lineterminator="\n")
         w.writeheader()
         for r in rows:
-            w.writerow({**(extra or {}), **{k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()}})
+            w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
 
 
-def rank_cases(rows: list[dict[str, Any]], method: str, key: str = "masked_psnr", n: int = 4, seed: int = 0
-               ) -> dict[str, list[str]]:
-    """Pair ids of the ``n`` best, worst and random test cases of ``method`` by ``key``."""
-    rs = [r for r in rows if r["method"] == method and np.isfinite(r[key])]
+def rank_cases(rows: list[dict[str, Any]], method: str, key: str = "masked_psnr", n: int = 4, seed: int = 0,
+               set_name: str = "test") -> dict[str, list[str]]:
+    """Pair ids of the ``n`` best, worst and random cases of ``method`` on a set by ``key``."""
+    rs = [r for r in rows if r["method"] == method and r["set"] == set_name and np.isfinite(r[key])]
     rs.sort(key=lambda r: r[key])
     rng = np.random.default_rng(seed)
     pick = rng.choice(len(rs), size=min(n, len(rs)), replace=False) if rs else []
@@ -273,41 +477,8 @@ def rank_cases(rows: list[dict[str, Any]], method: str, key: str = "masked_psnr"
             "random": [rs[i]["pair_id"] for i in sorted(pick)]}
 
 
-# --------------------------------------------------------------------------------------------------------------------
-# Whole sets: what the evaluate stage (notebooks/04-evaluate.ipynb) and ``python -m unmasking.evaluate`` run
-
-
-def evaluate_set(subset_dir: Path, trained: dict[str, Any], ep: dict[str, Any], identity_limit: int = 0,
-                 baselines: bool = True, progress: bool = True, truth_cache: dict[str, Truth] | None = None
-                 ) -> tuple[dict[str, Any], dict[str, np.ndarray], list]:
-    """Every method on the test split of a subset folder: (the pairs, {method: outputs}, per-image rows).
-
-    The trained models named in ``evaluate.flip_average`` are predicted with flip averaging; ``truth_cache`` is
-    passed on to ``identity_distances`` (one dict for every set of the same faces)."""
-    from unmasking import data
-
-    part = data.load_pairs(subset_dir, ["test"], verify=True)
-    outputs = {b: baseline_outputs(b, part["masked"], part["unmasked"], ep["telea_radius"])
-               for b in (BASELINES if baselines else ("masked_input",))}
-    outputs.update({n: model_outputs(m, part["masked"], ep["batch_size"], flip_averaged(m, ep))
-                    for n, m in trained.items()})
-    rows = evaluate(part["masked"], part["unmasked"], part["ids"], outputs, progress=progress,
-                    masks=[r["mask"] for r in part["rows"]], identity_limit=identity_limit, truth_cache=truth_cache)
-    return part, outputs, rows
-
-
-def robustness_sets(indomain_dir: Path, order: list[str] | tuple[str, ...] = ()) -> list[Path]:
-    """The in-domain test sets ``indomain_dir/<template>/``, in ``order`` (then by name)."""
-    from unmasking import paths
-
-    d = Path(indomain_dir)
-    sets = [s for s in sorted(d.iterdir()) if (s / paths.MANIFEST_NAME).is_file()] if d.is_dir() else []
-    rank = {name: i for i, name in enumerate(order)}
-    return sorted(sets, key=lambda s: (rank.get(s.name, len(rank)), s.name))
-
-
 def main(argv: list[str] | None = None) -> int:
-    """Evaluate weights outside the pipeline on the study's test split and robustness sets (same code, same data)."""
+    """Evaluate weights outside the pipeline on the study's sets (same code, same data, same layout)."""
     import argparse
 
     from unmasking import models, paths
@@ -318,23 +489,16 @@ def main(argv: list[str] | None = None) -> int:
                     help="a method name and its .keras file (repeat for several)")
     ap.add_argument("--out", type=Path, required=True, help="JSON file for the tables")
     ap.add_argument("--data-dir", type=Path, default=paths.DATA_DIR)
+    ap.add_argument("--models-dir", type=Path, default=paths.MODELS_DIR, help="where the masked-face detector is")
     ap.add_argument("--no-baselines", action="store_true", help="only masked_input besides the weights")
     ap.add_argument("--note", default="", help="a line saying what the weights are")
     args = ap.parse_args(argv)
     params = P.load()
-    ep = params["evaluate"]
     weights = dict(item.partition("=")[::2] for item in args.weights)
     trained = {name: models.load(Path(path)) for name, path in weights.items()}
-    part, _, rows = evaluate_set(args.data_dir / "subset", trained, ep, baselines=not args.no_baselines)
-    result: dict[str, Any] = {"note": args.note, "weights": weights,
-                              "test": summarize(rows, ep["identity_threshold"]), "n_test": len(part["ids"]),
-                              "robustness": {}}
-    truth_cache: dict[str, Truth] = {}  # the robustness sets mask the same faces
-    for d in robustness_sets(args.data_dir / "indomain", params["download"]["robustness_masks"]):
-        _, _, r = evaluate_set(d, trained, ep, ep["identity_pairs"], baselines=not args.no_baselines,
-                               truth_cache=truth_cache)
-        result["robustness"][d.name] = summarize(r, ep["identity_threshold"])
-    write_metrics(args.out, result)
+    ev = evaluate_study(params, args.data_dir, trained, baselines=not args.no_baselines,
+                        masked_detector=args.models_dir / "masked_faces.svm")
+    write_metrics(args.out, {"note": args.note, "weights": weights, **ev.result})
     print(f"wrote {args.out}")
     return 0
 

@@ -1,5 +1,11 @@
 """Face detection, 68 landmarks and 128-D face embeddings with dlib, offline.
 
+Three detectors, tried in turn by ``find_face_boxes``, which says which one found the faces: dlib's HOG frontal
+detector (fast, but it misses many faces whose lower half is covered), the study's own HOG detector trained on
+masked faces (``detector``; as fast), and dlib's CNN detector (``mmod_human_face_detector.dat``, robust to a mask,
+a third of a second to a second and a half per photo on a CPU). The CNN's boxes are tighter than HOG's;
+``CNN_TO_HOG`` maps them onto HOG's geometry, which the 68-landmark model was trained on.
+
 The model files come from the ``face-recognition-models`` package and are loaded by path (its own loader imports
 ``pkg_resources``, which current setuptools no longer ships). Models are loaded once per process.
 """
@@ -39,6 +45,13 @@ def _detector():
 
 
 @lru_cache(maxsize=1)
+def _cnn_detector():
+    import dlib
+
+    return dlib.cnn_face_detection_model_v1(str(model_file("mmod_human_face_detector.dat")))
+
+
+@lru_cache(maxsize=1)
 def _predictor():
     import dlib
 
@@ -66,6 +79,72 @@ def detect_faces(img: np.ndarray, upsample: int = 0) -> list[Box]:
     return []
 
 
+# (scale, dx, dy): a CNN box of side s centred at (cx, cy) becomes a HOG-like box of side scale * s centred at
+# (cx + dx * s, cy + dy * s): the medians over 150 unmasked LFW photos where both detectors found the face.
+CNN_TO_HOG = (1.09, 0.074, 0.074)
+
+
+def _to_hog_geometry(left: int, top: int, right: int, bottom: int) -> Box:
+    scale, dx, dy = CNN_TO_HOG
+    s = (right - left + bottom - top) / 2
+    cx, cy = (left + right) / 2 + dx * s, (top + bottom) / 2 + dy * s
+    half = scale * s / 2
+    return int(round(cx - half)), int(round(cy - half)), int(round(cx + half)), int(round(cy + half))
+
+
+def detect_faces_cnn(img: np.ndarray, upsample: int = 1) -> list[Box]:
+    """Boxes of the faces that dlib's CNN detector finds (in HOG's geometry, ``CNN_TO_HOG``), largest first."""
+    found = _cnn_detector()(np.ascontiguousarray(img), upsample)
+    boxes = [_to_hog_geometry(d.rect.left(), d.rect.top(), d.rect.right(), d.rect.bottom()) for d in found]
+    return sorted(boxes, key=lambda b: -(b[2] - b[0]) * (b[3] - b[1]))
+
+
+@lru_cache(maxsize=4)
+def masked_detector(path: str):
+    """The masked-face HOG detector saved at ``path`` (``detector``), or None when there is none there."""
+    import dlib
+
+    p = Path(path)
+    if not p.is_file() or p.stat().st_size == 0:
+        return None
+    return dlib.simple_object_detector(str(p))
+
+
+def detect_with(det, img: np.ndarray, upsample: int = 0) -> list[Box]:
+    """Boxes that a dlib HOG detector ``det`` finds, largest first; upsampled only when nothing is found."""
+    img = np.ascontiguousarray(img)
+    for up in range(0, upsample + 1):
+        rects = det(img, up)
+        if len(rects):
+            boxes = [(r.left(), r.top(), r.right(), r.bottom()) for r in rects]
+            return sorted(boxes, key=lambda b: -(b[2] - b[0]) * (b[3] - b[1]))
+    return []
+
+
+DETECTORS = ("auto", "hog", "masked-hog", "cnn")
+
+
+def find_face_boxes(img: np.ndarray, upsample: int = 1, detector: str = "auto", masked: Path | str | None = None
+                    ) -> tuple[list[Box], str]:
+    """The faces of a photo and the detector that found them: one detector (``"hog"``, ``"masked-hog"``, ``"cnn"``),
+    or each in turn until one finds a face (``"auto"``). ``masked``: the masked-face detector's file (skipped when
+    None or missing). Returns (boxes largest first, "hog" | "masked-hog" | "cnn" | "none")."""
+    if detector not in DETECTORS:
+        raise ValueError(f"detector must be one of {', '.join(DETECTORS)}, got {detector!r}")
+    order = ("hog", "masked-hog", "cnn") if detector == "auto" else (detector,)
+    for name in order:
+        if name == "hog":
+            boxes = detect_faces(img, upsample)
+        elif name == "masked-hog":
+            det = masked_detector(str(masked)) if masked else None
+            boxes = detect_with(det, img, upsample) if det is not None else []
+        else:
+            boxes = detect_faces_cnn(img, upsample)
+        if boxes:
+            return boxes, name
+    return [], "none"
+
+
 def landmarks(img: np.ndarray, box: Box) -> np.ndarray:
     """The 68 landmarks (x, y) as a float array of shape (68, 2), for the face in ``box``."""
     import dlib
@@ -89,12 +168,25 @@ def central_face(img: np.ndarray, upsample: int = 1) -> Box | None:
 
 def embedding(img: np.ndarray, box: Box | None = None, jitter: int = 0) -> np.ndarray | None:
     """dlib's 128-D face embedding of the face in ``box`` (detected when None); None when no face is found."""
-    import dlib
-
     img = np.ascontiguousarray(img)
     if box is None:
         box = central_face(img)
         if box is None:
             return None
-    shape = _predictor()(img, dlib.rectangle(*[int(v) for v in box]))
-    return np.array(_encoder().compute_face_descriptor(img, shape, jitter), dtype=np.float64)
+    return embeddings([img], box)[0]
+
+
+def embeddings(imgs: list[np.ndarray], box: Box) -> list[np.ndarray]:
+    """dlib's 128-D embeddings of the face in the same ``box`` of each image, in one batched call (the images of
+    one face: its outputs and the true face share the crop, hence the box). Landmarks are fitted on each image."""
+    import dlib
+
+    imgs = [np.ascontiguousarray(i) for i in imgs]
+    rect = dlib.rectangle(*[int(v) for v in box])
+    shapes = []
+    for img in imgs:
+        dets = dlib.full_object_detections()
+        dets.append(_predictor()(img, rect))
+        shapes.append(dets)
+    out = _encoder().compute_face_descriptor(imgs, shapes)
+    return [np.array(v[0], dtype=np.float64) for v in out]

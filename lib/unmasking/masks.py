@@ -4,8 +4,12 @@ Face Mask Lite's masked images were made by a script that reads dlib's 68 landma
 PNG: the template is split at its vertical centre line; both halves get the height from the nose point (a quarter of
 the way down the nose bridge) to the chin bottom, and the widths 1.2 x the distances from the jaw points chin[2] and
 chin[14] to the nose-chin line; the rejoined mask is alpha-pasted, axis-aligned, centred between nose point and chin
-bottom. ``paste_template`` reproduces that placement; ``draw_mask`` is the project's own white mask for when no
-template is given.
+bottom. ``paste_template`` reproduces that placement.
+
+The project's own masks (``drawn_templates``, used when no template file is given) are drawn from the landmarks by
+``draw_mask`` in four styles (``DRAWN``): a white and a blue surgical mask with pleats, a black cloth mask that reaches
+further down the jaw, and an N95-like cup with a centre ridge. They need no file, so the study runs on a machine that
+has none of this team's templates.
 
 MaskTheFace-style templates (a ``masks.cfg`` INI table naming each template PNG and six anchor pixels ``mask_a`` ...
 ``mask_f``: top-left, nose bridge, top-right, bottom-left, chin, bottom-right) are placed by ``warp_template``: the
@@ -48,12 +52,29 @@ def load_template(path: str | Path) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Template:
-    """A named mask template: an RGBA overlay, and for a MaskTheFace template its six anchor pixels (a ... f)."""
+    """A named mask template: an RGBA overlay, and for a MaskTheFace template its six anchor pixels (a ... f); or one
+    of the project's drawn styles (``style``, no overlay)."""
 
     name: str
-    rgba: np.ndarray
+    rgba: np.ndarray | None
     anchors: np.ndarray | None = None  # (6, 2) float, template pixels; None: Face Mask Lite placement
     path: str = ""
+    style: str = ""  # a key of DRAWN: drawn from the landmarks by draw_mask
+
+
+# The project's own masks: fill colour, pleat colour (None: no pleats), outline ("jaw": along the jaw from ear to ear;
+# "cup": a rounded cup from the nose bridge to under the chin), and a vertical seam / ridge down the middle.
+DRAWN = {
+    "surgical-white": {"color": (236, 238, 240), "pleats": (200, 202, 206), "shape": "jaw", "seam": None},
+    "surgical-blue": {"color": (128, 178, 214), "pleats": (98, 146, 186), "shape": "jaw", "seam": None},
+    "cloth-black": {"color": (34, 34, 37), "pleats": None, "shape": "jaw_low", "seam": (58, 58, 62)},
+    "n95": {"color": (238, 236, 228), "pleats": None, "shape": "cup", "seam": (205, 203, 195)},
+}
+
+
+def drawn_templates() -> dict[str, Template]:
+    """The project's own masks, one template per style of ``DRAWN``."""
+    return {name: Template(name, None, style=name) for name in DRAWN}
 
 
 ANCHOR_NAMES = ("a", "b", "c", "d", "e", "f")
@@ -248,29 +269,51 @@ def paste_template(img: np.ndarray, lm: np.ndarray, template: np.ndarray) -> np.
     return _alpha_paste(img, overlay, bx, by)
 
 
-def draw_mask(img: np.ndarray, lm: np.ndarray) -> np.ndarray:
-    """The project's own white surgical mask, drawn from the landmarks (used when no template is given).
-
-    The outline follows the jaw from chin[1] to chin[15] and closes over the nose bridge, a little below the eyes;
-    three grey pleats cross it. Drawn at 4x and downsampled for a smooth edge.
-    """
-    s = 4
-    h, w = img.shape[:2]
+def _outline(lm: np.ndarray, shape: str) -> list[np.ndarray]:
     nose = lm[28]
-    jaw = lm[1:16]
+    if shape == "cup":  # a rounded cup: from the cheeks at the nose bridge, round under the chin
+        left, right, chin = lm[2] + (lm[30] - lm[2]) * 0.12, lm[14] + (lm[30] - lm[14]) * 0.12, lm[8]
+        c = (left + right) / 2
+        rx, ry = np.hypot(*(right - left)) / 2, (chin[1] - c[1]) * 1.04
+        t = np.linspace(0, np.pi, 15)
+        bottom = [c + np.array([rx * np.cos(a), ry * np.sin(a)]) for a in t]
+        return [*bottom[::-1], right + (nose - right) * 0.35, nose + np.array([0, -0.15 * ry]),
+                left + (nose - left) * 0.35][::-1]
+    jaw = lm[1:16] if shape == "jaw" else lm[1:16] + (lm[1:16] - lm[30]) * np.array([0.02, 0.06])
     top_l = lm[1] + (nose - lm[1]) * np.array([0.15, 0.0])
     top_r = lm[15] + (nose - lm[15]) * np.array([0.15, 0.0])
-    outline = [tuple(p * s) for p in [top_l, *jaw, top_r, nose]]
+    return [top_l, *jaw, top_r, nose]
+
+
+def draw_mask(img: np.ndarray, lm: np.ndarray, style: str = "surgical-white") -> np.ndarray:
+    """One of the project's own masks (``DRAWN``), drawn from the landmarks (used when no template file is given).
+
+    The jaw outline follows the jaw from chin[1] to chin[15] and closes over the nose bridge, a little below the eyes
+    (the cloth mask reaches a little further out and down); the cup spans the cheeks and rounds under the chin.
+    Pleats cross the surgical masks, a seam or ridge runs down the others. Drawn at 4x and downsampled for a smooth
+    edge.
+    """
+    st = DRAWN[style]
+    s = 4
+    h, w = img.shape[:2]
+    nose, chin = lm[28], lm[8]
+    outline = [tuple(p * s) for p in _outline(lm, st["shape"])]
     alpha = Image.new("L", (w * s, h * s), 0)
     ImageDraw.Draw(alpha).polygon(outline, fill=255)
-    color = Image.new("RGB", (w * s, h * s), (236, 238, 240))
+    color = Image.new("RGB", (w * s, h * s), st["color"])
     d = ImageDraw.Draw(color)
-    chin = lm[8]
-    for k in (0.3, 0.5, 0.7):
-        yl = top_l[1] + (lm[4][1] - top_l[1]) * k
-        ym = nose[1] + (chin[1] - nose[1]) * k
-        yr = top_r[1] + (lm[12][1] - top_r[1]) * k
-        d.line([(lm[2][0] * s, yl * s), (nose[0] * s, ym * s), (lm[14][0] * s, yr * s)], fill=(200, 202, 206), width=2 * s)
+    if st["pleats"]:
+        top_l = lm[1] + (nose - lm[1]) * np.array([0.15, 0.0])
+        top_r = lm[15] + (nose - lm[15]) * np.array([0.15, 0.0])
+        for k in (0.3, 0.5, 0.7):
+            yl = top_l[1] + (lm[4][1] - top_l[1]) * k
+            ym = nose[1] + (chin[1] - nose[1]) * k
+            yr = top_r[1] + (lm[12][1] - top_r[1]) * k
+            d.line([(lm[2][0] * s, yl * s), (nose[0] * s, ym * s), (lm[14][0] * s, yr * s)], fill=st["pleats"],
+                   width=2 * s)
+    if st["seam"]:
+        d.line([(nose[0] * s, nose[1] * s), (lm[57][0] * s, lm[57][1] * s), (chin[0] * s, chin[1] * s)],
+               fill=st["seam"], width=2 * s)
     alpha = alpha.resize((w, h), Image.LANCZOS).filter(ImageFilter.GaussianBlur(0.5))
     color = color.resize((w, h), Image.LANCZOS)
     overlay = np.concatenate([np.asarray(color), np.asarray(alpha)[..., None]], axis=2)
@@ -278,11 +321,13 @@ def draw_mask(img: np.ndarray, lm: np.ndarray) -> np.ndarray:
 
 
 def apply_mask(img: np.ndarray, lm: np.ndarray, template: Template | np.ndarray | None) -> np.ndarray:
-    """Mask the face: a MaskTheFace template by its anchors, an overlay by Face Mask Lite's placement, or (None) the
-    drawn mask."""
+    """Mask the face: a MaskTheFace template by its anchors, an overlay by Face Mask Lite's placement, a drawn style,
+    or (None) the drawn white surgical mask."""
     if template is None:
         return draw_mask(img, lm)
     if isinstance(template, Template):
+        if template.style:
+            return draw_mask(img, lm, template.style)
         if template.anchors is not None:
             return warp_template(img, lm, template)
         return paste_template(img, lm, template.rgba)

@@ -25,7 +25,10 @@ mask BCE against the region where the pair differs, the log of the masked-region
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import keras
+import numpy as np
 from keras import layers, ops
 
 PACKAGE = "unmasking"
@@ -82,8 +85,8 @@ def _block(x, f: int, batch_norm: bool):
     return _conv(_conv(x, f, batch_norm), f, batch_norm)
 
 
-def mask_unet(image_size: int = 128, filters: tuple[int, ...] = (16, 32, 64, 96), batch_norm: bool = True
-              ) -> keras.Model:
+def mask_unet(image_size: int = 128, filters: tuple[int, ...] = (16, 32, 64, 96), batch_norm: bool = True,
+              name: str = "mask_unet") -> keras.Model:
     """The mask-aware U-Net (uncompiled; ``compile_mask_unet`` adds the loss).
 
     A strided stem halves the image first (the hidden region is smooth skin; the costly work runs at half size,
@@ -116,7 +119,7 @@ def mask_unet(image_size: int = 128, filters: tuple[int, ...] = (16, 32, 64, 96)
     face = layers.Conv2D(3, 1, activation="sigmoid", name="face")(x)
     mask = layers.Conv2D(1, 1, activation="sigmoid", name="mask")(x)
     outputs = Composite(name="composite")(inputs, face, mask)
-    return keras.Model(inputs, outputs, name="mask_unet")
+    return keras.Model(inputs, outputs, name=name)
 
 
 def ssim_map_mean(a, b, window: int = 7):
@@ -197,13 +200,46 @@ def build(name: str, image_size: int, cfg: dict, steps_per_epoch: int | None = N
 def needs_mask_target(name_or_model) -> bool:
     """Whether the model trains on [face, mask] targets (4 channels) instead of the face alone."""
     name = name_or_model if isinstance(name_or_model, str) else name_or_model.name
-    return name == "mask_unet"
+    return name in ("mask_unet", "mask_gan")
 
 
 def predict_faces(model: keras.Model, x, batch_size: int = 64):
     """The model's unmasked faces (N, S, S, 3) in [0, 1] for masked inputs ``x`` in [0, 1]."""
     y = model.predict(x, batch_size=batch_size, verbose=0)
     return y[..., :3]
+
+
+@dataclass
+class Prediction:
+    """A model's output for a batch of masked faces: the faces (uint8) and, for a mask-aware model, its estimate of
+    where the mask is (float in [0, 1], (N, S, S)); None for ``paper_ae``."""
+
+    faces: np.ndarray
+    masks: np.ndarray | None
+
+
+def unmask(model: keras.Model, masked: np.ndarray, batch_size: int = 64, flip_average: bool = False) -> Prediction:
+    """Predict unmasked faces for uint8 masked inputs, in batches: the one way every part of the study predicts.
+
+    ``flip_average``: the mean of the prediction on each image and, mirrored back, on its mirror image (test-time flip
+    averaging; faces are roughly symmetric and the models train on random flips); the image and its mirror go
+    through one ``predict`` call (a second call would cost Keras's per-call overhead again). Needs no true mask.
+    """
+    from unmasking import images
+
+    x = masked.astype(np.float32) / 255.0
+    if flip_average:
+        y = model.predict(np.concatenate([x, x[:, :, ::-1]]), batch_size=batch_size, verbose=0)
+        y = (y[: len(x)] + y[len(x):, :, ::-1]) / 2
+    else:
+        y = model.predict(x, batch_size=batch_size, verbose=0)
+    return Prediction(images.to_uint8(y[..., :3]), y[..., 3].astype(np.float32) if y.shape[-1] == 4 else None)
+
+
+def flip_averaged(model: keras.Model, ep: dict) -> bool:
+    """Whether ``model`` is predicted with flip averaging: ``evaluate.flip_average`` (the ``evaluate`` params
+    section ``ep``) names it, by the model's own name (``mask_unet``, ...), whatever its weights file is called."""
+    return model.name in ep["flip_average"]
 
 
 def load(path) -> keras.Model:

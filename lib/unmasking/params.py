@@ -4,9 +4,17 @@ Every stage validates the whole file before it does any work: an unknown key, a 
 range stops it with a message that names the key (``ParamsError``).
 
 Command line (used by the Makefile to choose the data source and a parameter profile):
-    python -m unmasking.params set download.source=faces download.faces=PATH
-    python -m unmasking.params profile profiles/gpu-long.yaml
+    python -m unmasking.params source faces FOLDER [--mask M] [--templates T] [--indomain G] [--train-masks ...]
+    python -m unmasking.params source local COPY | source kaggle
+    python -m unmasking.params set train.mask_unet.epochs=2
+    python -m unmasking.params profile profiles/gpu.yaml
     python -m unmasking.params check
+
+``source`` sets every data-source key (``SOURCE_KEYS``) from its arguments and the project's own defaults
+(``SOURCE_DEFAULTS``: no faces folder, the drawn masks, no generated faces, template lists that mean "the templates
+of ``mask``"), so a path recorded in the committed params.yaml never reaches another machine's run.
+
+``PERFORMANCE_KEYS`` change only how fast a stage runs, never what it writes: no stage lists them as a dependency.
 """
 
 from __future__ import annotations
@@ -22,8 +30,13 @@ import yaml
 
 from unmasking import paths
 
-MODEL_NAMES = ("paper_ae", "mask_unet")
+MODEL_NAMES = ("paper_ae", "mask_unet", "mask_gan")
 SOURCES = ("kaggle", "local", "faces")
+SOURCE_KEYS = ("source", "local", "faces", "mask", "templates", "indomain_faces", "train_masks", "test_masks",
+               "robustness_masks")  # of the download section
+SOURCE_DEFAULTS = {"local": "", "faces": "", "mask": "", "templates": "", "indomain_faces": "", "train_masks": [],
+                   "test_masks": [], "robustness_masks": []}
+PERFORMANCE_KEYS = ("download.workers", "evaluate.workers")
 
 
 class ParamsError(ValueError):
@@ -86,6 +99,11 @@ def _filters(n: int) -> Callable[[str, Any], None]:
     return check
 
 
+def _widths(key: str, v: Any) -> None:
+    if not isinstance(v, list) or not v or not all(isinstance(f, int) and not isinstance(f, bool) and f > 0 for f in v):
+        raise ParamsError(f"{key}: expected a non-empty list of positive integers, got {v!r}")
+
+
 def _names(key: str, v: Any) -> None:
     if not isinstance(v, list) or not all(isinstance(n, str) and n for n in v):
         raise ParamsError(f"{key}: expected a list of template names ([] for all), got {v!r}")
@@ -127,10 +145,10 @@ SCHEMA: dict[str, Any] = {
         "indomain_faces": _str,
         "indomain_pairs": _int(0, 100_000),
         "robustness_masks": _names,
+        "photo_quality": _int(1, 100),
     },
     "explore": {"n_examples": _int(1, 50)},
     "train": {
-        "models": _models,
         "batch_size": _int(1, 4096),
         "patience": _int(0),
         "augment_flip": _bool,
@@ -151,15 +169,37 @@ SCHEMA: dict[str, Any] = {
             "ssim_weight": _float(0.0),
             "log_mse_weight": _float(0.0),
         },
+        "mask_gan": {
+            "init": _choice("", "mask_unet"),
+            "epochs": _int(0, 10_000),
+            "learning_rate": _float(0.0, 1.0, open_lo=True),
+            "lr_schedule": _choice("constant", "cosine"),
+            "beta_1": _float(0.0, 1.0),
+            "disc_learning_rate": _float(0.0, 1.0, open_lo=True),
+            "disc_filters": _widths,
+            "adv_weight": _float(0.0),
+            "mask_weight": _float(0.0),
+            "hole_weight": _float(0.0),
+            "ssim_weight": _float(0.0),
+            "log_mse_weight": _float(0.0),
+        },
     },
     "evaluate": {
+        "models": _models,
         "batch_size": _int(1, 4096),
+        "workers": _int(1, 64),
         "identity_threshold": _float(0.0, 2.0, open_lo=True),
         "n_examples": _int(1, 50),
         "telea_radius": _int(1, 50),
         "identity_pairs": _int(0),
         "flip_average": _model_subset,
+        "bootstrap": _int(100, 100_000),
+        "c2st_epochs": _int(1, 1000),
+        "detector": _choice("auto", "hog", "masked-hog", "cnn"),
+        "upsample": _int(0, 4),
     },
+    "detector": {"train_photos": _int(10, 100_000), "C": _float(0.0, open_lo=True)},
+    "ship": {"models": _models},
 }
 
 
@@ -192,6 +232,13 @@ def validate(params: dict[str, Any]) -> dict[str, Any]:
         raise ParamsError("download.faces: source is 'faces' but no faces folder is given (make repro FACES=<folder>)")
     if d["min_pairs"] > d["n_pairs"]:
         raise ParamsError(f"download.min_pairs: {d['min_pairs']} is more than download.n_pairs ({d['n_pairs']})")
+    ev = params["evaluate"]
+    for m in params["ship"]["models"]:
+        if m not in ev["models"]:
+            raise ParamsError(f"ship.models: {m!r} is not one of the evaluated models (evaluate.models)")
+    if "mask_gan" in ev["models"] and params["train"]["mask_gan"]["init"] and \
+            params["train"]["mask_gan"]["init"] not in ev["models"]:
+        raise ParamsError("train.mask_gan.init: the model it starts from must be trained too (evaluate.models)")
     return params
 
 
@@ -242,6 +289,24 @@ def set_values(assignments: list[str], path: str | Path | None = None) -> None:
         ry.dump(doc, f)
 
 
+def source_assignments(source: str, where: str = "", **keys: Any) -> list[str]:
+    """The assignments that set every data-source key: ``source`` and its folder/copy ``where``, the ``keys`` given
+    (mask, templates, indomain_faces, train_masks, test_masks, robustness_masks), the project's defaults for the rest.
+    """
+    if source not in SOURCES:
+        raise ParamsError(f"download.source: must be one of {', '.join(SOURCES)}; got {source!r}")
+    if source != "kaggle" and not where:
+        raise ParamsError(f"download.{source}: give the {'faces folder' if source == 'faces' else 'local copy'}")
+    unknown = set(keys) - set(SOURCE_DEFAULTS)
+    if unknown:
+        raise ParamsError(f"unknown source keys: {', '.join(sorted(unknown))}")
+    values = {**SOURCE_DEFAULTS, **{k: v for k, v in keys.items() if v not in (None, "", [])}, "source": source}
+    if source != "kaggle":
+        values[source] = where
+    return [f"download.{k}={yaml.safe_dump(values[k], default_flow_style=True, width=4096).strip().removesuffix('...').strip()}"
+            for k in SOURCE_KEYS]
+
+
 def profile_assignments(path: str | Path) -> list[str]:
     """The ``section.key=value`` assignments of a profile file (a YAML mapping of dotted keys to values)."""
     path = Path(path)
@@ -264,11 +329,28 @@ def main(argv: list[str] | None = None) -> int:
     pr = sub.add_parser("profile", help="apply a profile file (section.key: value lines) to params.yaml")
     pr.add_argument("profile")
     pr.add_argument("--file", default=None)
+    so = sub.add_parser("source", help="set every data-source key (the Makefile's FACES=, LOCAL=, MASK=, ...)")
+    so.add_argument("source", choices=SOURCES)
+    so.add_argument("where", nargs="?", default="", help="the faces folder (faces) or the local copy (local)")
+    so.add_argument("--mask", default="")
+    so.add_argument("--templates", default="")
+    so.add_argument("--indomain", default="", help="a folder of generated faces: the in-domain test sets")
+    for k in ("train-masks", "test-masks", "robustness-masks"):
+        so.add_argument(f"--{k}", default="", help="template names, separated by spaces or commas")
+    so.add_argument("--file", default=None)
     c = sub.add_parser("check", help="validate params.yaml")
     c.add_argument("--file", default=None)
     args = ap.parse_args(argv)
     try:
-        if args.cmd == "set":
+        if args.cmd == "source":
+            def names(text: str) -> list[str]:
+                return [n for n in text.replace(",", " ").split() if n]
+
+            set_values(source_assignments(args.source, args.where, mask=args.mask, templates=args.templates,
+                                          indomain_faces=args.indomain, train_masks=names(args.train_masks),
+                                          test_masks=names(args.test_masks),
+                                          robustness_masks=names(args.robustness_masks)), args.file)
+        elif args.cmd == "set":
             set_values(args.assignments, args.file)
         elif args.cmd == "profile":
             set_values(profile_assignments(args.profile), args.file)

@@ -24,16 +24,6 @@ SUMMARY_NAME = "summary.json"
 MASKED_DIRNAME = "masked"
 UNMASKED_DIRNAME = "unmasked"
 
-# The shared offline data (read-only, never part of the repository).
-SHARED_DATA_DIR = PROJ_ROOT.parent / "shared" / "data"
-SHARED_LFW_DIR = SHARED_DATA_DIR / "faces-lfw-deepfunneled" / "lfw-deepfunneled"
-SHARED_STYLEGAN_DIR = SHARED_DATA_DIR / "faces-stylegan-boredhumans" / "images"
-SHARED_MASK_DIR = SHARED_DATA_DIR / "mask-templates" / "ohyicong-masksdetection"
-SHARED_DEFAULT_MASK = SHARED_MASK_DIR / "default-mask.png"
-SHARED_TEMPLATES_DIR = SHARED_DATA_DIR / "mask-templates"
-SHARED_MASKTHEFACE_CFG = SHARED_TEMPLATES_DIR / "aqeelanwar-MaskTheFace" / "masks.cfg"
-
-
 def model_path(name: str, models_dir: Path | None = None) -> Path:
     """Where the trained weights of model ``name`` live."""
     return Path(models_dir or MODELS_DIR) / f"{name}.keras"

@@ -1,15 +1,21 @@
 """Seeded, resumable training of the study's models.
 
-``train_model`` is the stage's work as one function: it reads only the train and val splits of the subset (the test
-split is never loaded here), seeds Python, NumPy and Keras, checkpoints the full model (weights and optimiser) and
-its early-stopping state after every epoch in ``models/checkpoints/<model>/``, and, when started again after an
-interruption with the same configuration, continues from the last checkpoint. The batch order of epoch ``e`` is a
-function of (seed, e) only, so a resumed run sees the same batches as an uninterrupted one.
+``train_model`` is a train stage's work as one function: it reads only the train and val splits of the subset (the
+test split is never loaded here), seeds Python, NumPy and Keras, checkpoints everything it needs to go on (weights,
+optimiser state, early-stopping state) after every epoch in ``models/checkpoints/<model>/``, and, when started again
+after an interruption with the same configuration and the same model, loss and training code, continues from the
+last checkpoint. The batch order of epoch ``e`` is a function of (seed, e) only, so a resumed run sees the same
+batches as an uninterrupted one. Each epoch is logged with dvclive into ``reports/train/<model>/`` (``dvc exp show``,
+``dvc plots``). ``paper_ae`` and ``mask_unet`` keep their best validation epoch and stop early; ``mask_gan``
+(``gan.GanTrainer``) keeps its last.
+
+The model card (``models/<model>.json``) records the data, the parameters, the device, the training time and the
+validation scores that the study's choices are made on: per image, one pass and flip-averaged, with the paired
+bootstrap interval of what flip averaging gains (``validation``).
 """
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import math
@@ -26,9 +32,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
 
-from unmasking import data, metrics, models, paths  # noqa: E402
+from unmasking import data, images, metrics, models, paths  # noqa: E402
 
-HISTORY_COLUMNS = ["epoch", "loss", "val_loss", "val_mse", "val_masked_l1", "val_masked_psnr", "seconds", "images_per_s"]
+HISTORY_KEYS = ("loss", "val_loss", "val_mse", "val_masked_l1", "val_masked_psnr", "seconds", "images_per_s")
+CODE_FILES = ("models.py", "gan.py", "train.py")  # a checkpoint resumes only under the same model and loss code
 
 
 def seed_everything(seed: int, deterministic: bool = True) -> None:
@@ -85,22 +92,38 @@ class PairBatches(keras.utils.PyDataset):
         return len(self)
 
 
+class SingleTrainer:
+    """One compiled model trained with its own loss (``paper_ae``, ``mask_unet``)."""
+
+    select = "best"
+
+    def __init__(self, model: keras.Model, distributed: bool = False):
+        self.model, self.distributed = model, distributed
+        self.loss_fn = model.loss if callable(model.loss) else keras.losses.get(model.loss)
+
+    def train_epoch(self, ds: PairBatches, epoch: int) -> float:
+        return train_epoch(self.model, ds, epoch, self.distributed)
+
+    def save_state(self, ckpt: Path) -> None:
+        self.model.save(ckpt / "last.tmp.keras")
+        os.replace(ckpt / "last.tmp.keras", ckpt / "last.keras")
+
+
 class _EpochState:
     """After each epoch: validates with the study's metrics, checkpoints, stops early, logs."""
 
-    def __init__(self, name: str, model: keras.Model, ds: PairBatches, val: dict[str, np.ndarray], ckpt: Path,
-                 state: dict[str, Any], patience: int, history_csv: Path, batch_size: int, log=print):
-        self.name, self.model, self.ds, self.val, self.ckpt, self.state = name, model, ds, val, ckpt, state
-        self.patience, self.history_csv, self.batch_size, self.log = patience, history_csv, batch_size, log
+    def __init__(self, name: str, trainer, ds: PairBatches, val: dict[str, np.ndarray], ckpt: Path,
+                 state: dict[str, Any], patience: int, live_dir: Path, batch_size: int, log=print):
+        self.name, self.trainer, self.ds, self.val, self.ckpt, self.state = name, trainer, ds, val, ckpt, state
+        self.patience, self.live_dir, self.batch_size, self.log = patience, live_dir, batch_size, log
 
     def end(self, epoch: int, loss: float, seconds: float) -> bool:
         """Record epoch ``epoch`` (0-based) and save the checkpoint; return whether training should stop."""
+        model = self.trainer.model
         seen = min(len(self.ds) * self.ds.batch_size, len(self.ds.x))
         x, u, masked_u8 = self.val["x"], self.val["y"], self.val["masked"]
-        pred = self.model.predict(x, batch_size=self.batch_size, verbose=0)
-        y_true = self.val["target"]
-        loss_fn = self.model.loss if callable(self.model.loss) else keras.losses.get(self.model.loss)
-        val_loss = float(keras.ops.convert_to_numpy(keras.ops.mean(loss_fn(y_true, pred))))
+        pred = model.predict(x, batch_size=self.batch_size, verbose=0)
+        val_loss = float(keras.ops.convert_to_numpy(keras.ops.mean(self.trainer.loss_fn(self.val["target"], pred))))
         m = metrics.batch_region_metrics(pred[..., :3], u, masked_u8.astype(np.float32) / 255.0)
         row = {"epoch": epoch + 1, "loss": float(loss), "val_loss": val_loss,
                "val_mse": m["mse"], "val_masked_l1": m.get("masked_l1", float("nan")),
@@ -110,23 +133,25 @@ class _EpochState:
         st["history"].append(row)
         st["epoch"] = epoch + 1
         improved = st["best"] is None or val_loss < st["best"]
-        if improved:
+        if self.trainer.select == "last":
+            st["best"], st["best_epoch"] = val_loss, epoch + 1
+            model.save(self.ckpt / "best.keras")
+        elif improved:
             st["best"], st["best_epoch"], st["wait"] = val_loss, epoch + 1, 0
-            self.model.save(self.ckpt / "best.keras")
+            model.save(self.ckpt / "best.keras")
         else:
             st["wait"] += 1
-        if st["wait"] > self.patience:
+        if self.trainer.select == "best" and st["wait"] > self.patience:
             st["stopped_early"] = True
-        self.model.save(self.ckpt / "last.keras.tmp.keras")
-        os.replace(self.ckpt / "last.keras.tmp.keras", self.ckpt / "last.keras")
+        self.trainer.save_state(self.ckpt)
         tmp = self.ckpt / "state.json.tmp"
         tmp.write_text(json.dumps(st, indent=1))
         os.replace(tmp, self.ckpt / "state.json")
-        write_history(self.history_csv, st["history"])
+        log_epochs(self.live_dir, st)
         self.log(f"[{self.name}] epoch {epoch + 1}: loss {row['loss']:.4f}  val_loss {val_loss:.4f}  "
                  f"val_mse {m['mse']:.5f}  val_masked_l1 {row['val_masked_l1']:.4f}  "
                  f"val_masked_psnr {row['val_masked_psnr']:.2f} dB  {row['images_per_s']:.1f} img/s"
-                 + ("  (best)" if improved else ""))
+                 + ("  (best)" if improved and self.trainer.select == "best" else ""))
         return st["stopped_early"]
 
 
@@ -176,17 +201,68 @@ def recalibrate_batch_norm(model: keras.Model, batches) -> int:
     return k
 
 
-def write_history(path: Path, rows: list[dict[str, Any]]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=HISTORY_COLUMNS, lineterminator="\n")
-        w.writeheader()
-        for r in rows:
-            w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
+def log_epochs(live_dir: Path, state: dict[str, Any]) -> None:
+    """Write the epochs so far with dvclive into ``live_dir`` (``metrics.json``: the selected epoch's scores;
+    ``plots/metrics/<key>.tsv``: one row per epoch). Rewritten whole each epoch, so a resumed run logs exactly what an
+    uninterrupted one does."""
+    from dvclive import Live
+
+    with Live(str(live_dir), resume=False, report=None, save_dvc_exp=False, dvcyaml=None, monitor_system=False) as live:
+        for row in state["history"]:
+            live.step = row["epoch"]
+            for k in HISTORY_KEYS:
+                live.log_metric(k, row[k])
+        best = next((r for r in state["history"] if r["epoch"] == state["best_epoch"]), {})
+        live.summary.update({f"selected_{k}": best.get(k) for k in ("val_loss", "val_masked_l1", "val_masked_psnr")})
+        live.summary.update({"epochs_run": state["epoch"], "selected_epoch": state["best_epoch"]})
+
+
+def read_history(reports_dir: Path, name: str) -> list[dict[str, float]]:
+    """The per-epoch log of model ``name`` (from its dvclive files): one dict per epoch."""
+    import csv
+
+    folder = Path(reports_dir) / "train" / name / "plots" / "metrics"
+    rows: dict[int, dict[str, float]] = {}
+    for key in HISTORY_KEYS:
+        with open(folder / f"{key}.tsv", newline="") as f:
+            for r in csv.DictReader(f, delimiter="\t"):
+                rows.setdefault(int(r["step"]), {"epoch": float(r["step"])})[key] = float(r[key])
+    return [rows[k] for k in sorted(rows)]
 
 
 def config_hash(cfg: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def code_hash() -> str:
+    """A hash of the model, loss and training code (``CODE_FILES``)."""
+    here = Path(__file__).resolve().parent
+    return hashlib.sha256(b"".join((here / f).read_bytes() for f in CODE_FILES)).hexdigest()[:16]
+
+
+def device_name() -> str:
+    """The device the backend trains on, in words (e.g. "GPU: NVIDIA H200 (jax)", "CPU, 2 cores (tensorflow)")."""
+    backend = keras.backend.backend()
+    name = ""
+    try:
+        if backend == "tensorflow":
+            import tensorflow as tf
+
+            gpus = tf.config.list_physical_devices("GPU")
+            if gpus:
+                name = "GPU: " + tf.config.experimental.get_device_details(gpus[0]).get("device_name", gpus[0].name)
+        elif backend == "jax":
+            import jax
+
+            d = jax.devices()[0]
+            name = f"GPU: {d.device_kind}" if d.platform == "gpu" else ""
+        elif backend == "torch":
+            import torch
+
+            name = f"GPU: {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ""
+    except Exception:  # a device query must never stop training
+        name = ""
+    return f"{name or f'CPU, {os.cpu_count()} cores'} ({backend})"
 
 
 _STRATEGY: dict[str, Any] = {}
@@ -218,13 +294,56 @@ def distribution_scope(enabled: bool, log=print):
     return contextlib.nullcontext()
 
 
+def validation_scores(model: keras.Model, va: dict[str, Any], batch_size: int, seed: int) -> dict[str, Any]:
+    """Per-image validation scores of a trained model, one pass and flip-averaged: mean masked-region PSNR, masked
+    L1 and detail ratio, and the paired bootstrap difference (flip-averaged minus one pass) of the masked PSNR."""
+    from unmasking import stats
+
+    out: dict[str, Any] = {"pairs": len(va["ids"])}
+    per: dict[str, dict[str, np.ndarray]] = {}
+    u = va["unmasked"].astype(np.float32) / 255
+    m = va["masked"].astype(np.float32) / 255
+    for mode, flip in (("one_pass", False), ("flip_averaged", True)):
+        faces = models.unmask(model, va["masked"], batch_size, flip).faces.astype(np.float32) / 255
+        rows = [metrics.image_metrics(f, t, x) for f, t, x in zip(faces, u, m)]
+        per[mode] = {k: np.array([r[k] for r in rows]) for k in ("masked_psnr", "masked_l1", "detail_ratio")}
+        out[mode] = {k: round(float(np.nanmean(v)), 5) for k, v in per[mode].items()}
+    d = stats.paired_difference(per["flip_averaged"]["masked_psnr"], per["one_pass"]["masked_psnr"], seed=seed)
+    out["flip_gain_masked_psnr"] = {**d, "difference": round(d["difference"], 5),
+                                    "ci95": [round(v, 5) for v in d["ci95"]]}
+    return out
+
+
+def _trainer(name: str, train_params: dict[str, Any], image_size: int, steps: int, models_dir: Path, resume_from=None,
+             log=print):
+    """The trainer of model ``name``: built (``mask_gan`` started from its ``init`` model), or resumed from the
+    checkpoint folder ``resume_from``."""
+    cfg = train_params[name]
+    if name == "mask_gan":
+        from unmasking import gan
+
+        t = gan.GanTrainer(image_size, train_params["mask_unet"], cfg, steps)
+        if resume_from:
+            t.load_state(resume_from)
+        elif cfg["init"]:
+            init = paths.model_path(cfg["init"], models_dir)
+            if not init.is_file():
+                raise FileNotFoundError(f"{init}: mask_gan starts from the trained {cfg['init']} (train it first)")
+            t.init_from(init)
+        return t
+    with distribution_scope(train_params["distribute"], log):
+        model = keras.saving.load_model(resume_from / "last.keras") if resume_from else \
+            models.build(name, image_size, cfg, steps)
+    return SingleTrainer(model, train_params["distribute"])
+
+
 def train_model(name: str, train_params: dict[str, Any], subset_dir: Path, models_dir: Path, reports_dir: Path,
                 seed: int, image_size: int, log=print) -> dict[str, Any]:
     """Train model ``name`` on the subset's train split, validate on val; return its model card.
 
-    Writes ``models_dir/<name>.keras`` (the best epoch), ``models_dir/<name>.json`` (model card) and
-    ``reports_dir/train/<name>_history.csv``. Resumes from ``models_dir/checkpoints/<name>/`` when that holds a
-    checkpoint of the same configuration.
+    Writes ``models_dir/<name>.keras`` (the selected epoch), ``models_dir/<name>.json`` (model card) and the dvclive
+    log ``reports_dir/train/<name>/``. Resumes from ``models_dir/checkpoints/<name>/`` when that holds a checkpoint of
+    the same configuration and code.
     """
     cfg = train_params[name]
     bs = train_params["batch_size"]
@@ -240,16 +359,20 @@ def train_model(name: str, train_params: dict[str, Any], subset_dir: Path, model
     run_cfg = {"model": name, "cfg": cfg, "batch_size": bs, "seed": seed, "image_size": image_size,
                "flip": train_params["augment_flip"], "steps": train_params["steps_per_epoch"],
                "patience": train_params["patience"], "bn_batches": train_params["bn_calibration_batches"],
-               "manifest": manifest_hash, "backend": keras.backend.backend()}
+               "manifest": manifest_hash, "backend": keras.backend.backend(), "code": code_hash()}
+    if name == "mask_gan":
+        run_cfg["generator"] = {k: train_params["mask_unet"][k] for k in ("filters", "batch_norm")}
+        if cfg["init"]:
+            run_cfg["init_sha256"] = images.sha256_file(paths.model_path(cfg["init"], models_dir))
     ckpt = models_dir / "checkpoints" / name
     state_file = ckpt / "state.json"
     state = None
-    if state_file.is_file() and (ckpt / "last.keras").is_file():
+    if state_file.is_file():
         old = json.loads(state_file.read_text())
         if old.get("config") == config_hash(run_cfg):
             state = old
         else:
-            log(f"[{name}] checkpoint in {ckpt} is from another configuration; starting over")
+            log(f"[{name}] checkpoint in {ckpt} is from another configuration or code; starting over")
     if state is None:
         shutil.rmtree(ckpt, ignore_errors=True)
         state = {"config": config_hash(run_cfg), "epoch": 0, "best": None, "best_epoch": 0, "wait": 0,
@@ -259,17 +382,15 @@ def train_model(name: str, train_params: dict[str, Any], subset_dir: Path, model
     seed_everything(seed + state["epoch"], train_params["deterministic"])
     ds = PairBatches(tr["masked"], tr["unmasked"], bs, seed, shuffle=True, flip=train_params["augment_flip"],
                      mask_target=mask_target, steps=train_params["steps_per_epoch"])
-    with distribution_scope(train_params["distribute"], log):
-        if state["epoch"]:
-            model = keras.saving.load_model(ckpt / "last.keras")
-            log(f"[{name}] resuming after epoch {state['epoch']} from {ckpt / 'last.keras'}")
-        else:
-            keras.utils.set_random_seed(seed)
-            model = models.build(name, image_size, cfg, len(ds))
+    keras.utils.set_random_seed(seed)
+    trainer = _trainer(name, train_params, image_size, len(ds), models_dir, ckpt if state["epoch"] else None, log)
+    if state["epoch"]:
+        log(f"[{name}] resuming after epoch {state['epoch']} from {ckpt}")
+    model = trainer.model
     val_ds = PairBatches(va["masked"], va["unmasked"], bs, seed, shuffle=False, mask_target=mask_target)
     val = {"x": val_ds.x, "y": va["unmasked"].astype(np.float32) / 255.0, "target": val_ds.y, "masked": va["masked"]}
-    history_csv = reports_dir / "train" / f"{name}_history.csv"
-    epochs_state = _EpochState(name, model, ds, val, ckpt, state, train_params["patience"], history_csv, bs, log)
+    live_dir = reports_dir / "train" / name
+    epochs_state = _EpochState(name, trainer, ds, val, ckpt, state, train_params["patience"], live_dir, bs, log)
     t0 = time.perf_counter()
     # The batches of epoch e are a function of (seed, e) only: a resumed run sees the same batches as an
     # uninterrupted one.
@@ -277,13 +398,13 @@ def train_model(name: str, train_params: dict[str, Any], subset_dir: Path, model
         if state["stopped_early"]:
             break
         t = time.perf_counter()
-        loss = train_epoch(model, ds, epoch, distributed=train_params["distribute"])
+        loss = trainer.train_epoch(ds, epoch)
         n_bn = min(train_params["bn_calibration_batches"], len(ds))
         recalibrate_batch_norm(model, (ds[i][0] for i in range(n_bn)))
         if epochs_state.end(epoch, loss, time.perf_counter() - t):
             break
     state["train_seconds"] = round(state.get("train_seconds", 0.0) + time.perf_counter() - t0, 1)
-    write_history(history_csv, state["history"])
+    log_epochs(live_dir, state)
     best_path = ckpt / "best.keras" if (ckpt / "best.keras").is_file() else None
     out = paths.model_path(name, models_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -302,22 +423,20 @@ def train_model(name: str, train_params: dict[str, Any], subset_dir: Path, model
         "seed": seed,
         "image_size": image_size,
         "backend": keras.backend.backend(),
+        "device": device_name(),
         "data_source": summary.get("source"),
         "data_path": summary.get("source_path"),
         "train_pairs": int(len(tr["ids"])),
         "val_pairs": int(len(va["ids"])),
         "epochs_run": state["epoch"],
         "best_epoch": state["best_epoch"],
+        "selected": trainer.select,
         "stopped_early": state["stopped_early"],
         "wall_time_s": state["train_seconds"],
         "train_images_per_s": round(float(np.median(rates)), 1) if rates else None,
         "best_val": {k: best_row.get(k) for k in ("val_loss", "val_mse", "val_masked_l1", "val_masked_psnr")},
+        "validation": validation_scores(models.load(out), va, bs, seed),
     }
     paths.model_card_path(name, models_dir).write_text(json.dumps(card, indent=2) + "\n")
     shutil.rmtree(ckpt, ignore_errors=True)
     return card
-
-
-def read_history(reports_dir: Path, name: str) -> list[dict[str, float]]:
-    with open(Path(reports_dir) / "train" / f"{name}_history.csv", newline="") as f:
-        return [{k: float(v) for k, v in r.items()} for r in csv.DictReader(f)]

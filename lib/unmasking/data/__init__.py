@@ -6,9 +6,10 @@ Sources (``download.source``), one module each:
 * ``local``  (``data.fml``)    -- a folder or the downloaded zip in Face Mask Lite layout, checked before extraction.
 * ``faces``  (``data.folder``) -- any folder of unmasked faces, masked here the way Face Mask Lite was made.
 
-``data.pairs`` holds what every source produces (pairs, rejections, the pair checks) and ``data.subset`` the seeded
-subset, its identity-disjoint split, manifest and summary, and reading them back. The names the notebooks and tests use
-are re-exported here.
+``data.pairs`` holds what every source produces (pairs, rejections, the pair checks), ``data.subset`` the seeded
+subset, its identity-disjoint split, manifest and summary, and reading them back, ``data.photos`` the full-size test
+photos and the reference photos for verification, and ``data.inputs`` the fingerprint of the external inputs. The
+names the notebooks and tests use are re-exported here.
 """
 
 from unmasking.data.fml import (
@@ -51,6 +52,7 @@ from unmasking.data.pairs import (
     check_pair,
     coverage,
 )
+from unmasking.data.photos import build_photos, choose_references, masked_photos, read_photos
 from unmasking.data.subset import (
     build_robustness,
     build_subset,
@@ -68,5 +70,6 @@ __all__ = [
     "synthesize", "template_library", "KaggleClient", "collect_kaggle", "download_kaggle", "fml_names",
     "kaggle_credentials_present", "real_kaggle_client", "scrub", "MANIFEST_COLUMNS", "SPLITS", "Collected",
     "CredentialsError", "DataError", "Pair", "check_pair", "coverage", "build_robustness", "build_subset",
-    "data_metrics", "load_pairs", "read_manifest", "read_summary", "split_groups", "write_subset",
+    "data_metrics", "load_pairs", "read_manifest", "read_summary", "split_groups", "write_subset", "build_photos",
+    "choose_references", "masked_photos", "read_photos",
 ]

@@ -203,27 +203,29 @@ def mask_faces(found: FoundFaces, names: list[str], templates: dict[str, masks.T
 def template_library(dl: dict[str, Any]) -> tuple[dict[str, masks.Template], list[str], list[str]]:
     """The mask templates of the ``download`` section: (library, train/val names, test names).
 
-    ``mask`` (an overlay PNG, a ``masks.cfg`` or a folder; "" = the drawn mask) and ``templates`` (more templates that
-    ``train_masks``/``test_masks``/``robustness_masks`` may name) make the library; an empty name list means every
-    template of ``mask``.
+    ``mask`` (an overlay PNG, a ``masks.cfg`` or a folder; "" = the project's own drawn masks) and ``templates`` (more
+    templates that ``train_masks``/``test_masks``/``robustness_masks`` may name) make the library, with the drawn
+    masks always in it; an empty name list means every template of ``mask``.
     """
     library: dict[str, masks.Template] = {}
-    own: list[str] = []
     try:
         if dl["mask"]:
             found = masks.find_templates(paths.resolve(dl["mask"]))
             library.update(found)
             own = sorted(found)
         else:
-            own = ["drawn"]
+            own = sorted(masks.DRAWN)
         more = paths.resolve(dl["templates"]) if dl.get("templates") else None
-        if more is not None and more.exists():  # a missing folder only matters when a list names its templates
+        if more is not None:
             for name, t in masks.find_templates(more).items():
                 library.setdefault(name, t)
+        for name, t in masks.drawn_templates().items():
+            library.setdefault(name, t)
         train = [t.name for t in masks.select_templates(library, dl["train_masks"], "download.train_masks")] \
             if dl["train_masks"] else own
         test = [t.name for t in masks.select_templates(library, dl["test_masks"], "download.test_masks")] \
             if dl["test_masks"] else own
     except ImageError as e:
-        raise DataError(f"{e} (set MASK=<overlay.png | masks.cfg | folder>, or MASK= for the drawn mask)") from None
+        raise DataError(f"{e} (set MASK=<overlay.png | masks.cfg | folder>, or leave MASK empty for the project's "
+                        "own drawn masks)") from None
     return library, train, test

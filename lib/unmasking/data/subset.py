@@ -86,11 +86,11 @@ def write_subset(out_dir: Path, col: Collected, splits: list[str], summary: dict
     }
     stored = {k: v for k, v in summary.items() if k not in TIMING_KEYS}  # byte-identical across runs
     (tmp / paths.SUMMARY_NAME).write_text(json.dumps(stored, indent=2) + "\n")
-    _replace_dir(tmp, out_dir)
+    replace_dir(tmp, out_dir)
     return summary
 
 
-def _replace_dir(tmp: Path, out_dir: Path) -> None:
+def replace_dir(tmp: Path, out_dir: Path) -> None:
     """Rename a finished temporary folder to ``out_dir``, replacing what was there."""
     old = out_dir.parent / f".{out_dir.name}.old"
     shutil.rmtree(old, ignore_errors=True)
@@ -140,9 +140,17 @@ def build_subset(dl: dict[str, Any], seed: int, out_dir: Path, *, client: Kaggle
 
 def build_robustness(dl: dict[str, Any], seed: int, out_dir: Path, progress: bool = True) -> dict[str, dict[str, Any]]:
     """The in-domain test sets: the first ``indomain_pairs`` faces of ``indomain_faces``, each masked with every
-    template of ``robustness_masks`` into ``out_dir/<template>/`` (landmarks found once). Returns {template: summary}.
+    template of ``robustness_masks`` into ``out_dir/<template>/`` (landmarks found once). Returns {template: summary}
+    ({} and a folder holding only ``NONE.txt`` when ``indomain_faces`` is empty).
     """
     t0 = time.perf_counter()
+    if not dl["indomain_faces"]:
+        tmp = Path(out_dir).parent / f".{Path(out_dir).name}.partial"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        (tmp / "NONE.txt").write_text("download.indomain_faces was empty\n")
+        replace_dir(tmp, Path(out_dir))
+        return {}
     library, _, test_names = template_library(dl)
     names = [t.name for t in masks.select_templates(library, dl["robustness_masks"], "download.robustness_masks")] \
         if dl["robustness_masks"] else test_names
@@ -164,7 +172,7 @@ def build_robustness(dl: dict[str, Any], seed: int, out_dir: Path, progress: boo
         summary = _summary(col, "faces", dl["indomain_faces"], name, size, seed, n)
         summary = write_subset(tmp / name, col, ["test"] * len(col.pairs), summary, prefix="gen")
         summaries[name] = _timed(summary, len(col.pairs), t_found + time.perf_counter() - t1)
-    _replace_dir(tmp, out_dir)
+    replace_dir(tmp, out_dir)
     return summaries
 
 
@@ -237,11 +245,14 @@ def load_pairs(subset_dir: Path, splits: Iterable[str] = ("train",), verify: boo
 
 
 
-def data_metrics(summary: dict[str, Any], indomain: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+def data_metrics(summary: dict[str, Any], indomain: dict[str, dict[str, Any]] | None = None,
+                 photos: dict[str, Any] | None = None) -> dict[str, Any]:
     """The small, committed data-stage metrics (``reports/data.json``) from the subset summaries (with timings)."""
     keys = ("source", "image_size", "found", "tried", "used", "rejected", "landmark_success_rate", "splits",
             "mask_coverage", "masks_used", *TIMING_KEYS, "rejected_by_reason")
     out = {"subset": {k: summary[k] for k in keys if k in summary}}
     if indomain:
         out["indomain"] = {name: {k: s[k] for k in keys if k in s} for name, s in indomain.items()}
+    if photos:
+        out["photos"] = {k: v for k, v in photos.items() if k != "failed"} | {"failed": len(photos.get("failed", []))}
     return out

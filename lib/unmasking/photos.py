@@ -1,0 +1,143 @@
+"""Faces in photos: what ``unmask predict`` does to a photo; the photo-level evaluation runs exactly the same.
+
+1. Find every face: dlib's HOG detector, then the study's masked-face detector, then dlib's CNN detector, until one
+   finds a face (a mask hides the lower half of the face, which dlib's HOG detector needs; ``faces.find_face_boxes``).
+2. Fit the 68 landmarks in each box and take the training data's face-centred square from them (``masks.crop_box``).
+3. Unmask the crop at the model's size (``models.unmask``).
+4. Paste back only what the model judges hidden: its own mask estimate, scaled to the photo, grown by 3 % of the
+   crop's side and feathered, is the blending weight (``blend_weight``); every pixel where that weight is 0 keeps the
+   photo's own value, byte for byte, so eyes, brows and hair stay as sharp as they were. A model without a mask
+   estimate (``paper_ae``) replaces the whole crop, with a soft edge.
+
+The parts of a mask outside the face crop (ear loops beside the face) stay as they are.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from unmasking import images, masks
+from unmasking.faces import Box
+from unmasking.images import ImageError
+
+GROW = 0.03  # the estimated region is grown by this share of the crop's side before feathering
+FEATHER = 0.02  # Gaussian feathering of its edge, sigma as a share of the crop's side
+EDGE = 0.12  # whole-crop paste (no mask estimate): the weight falls to 0 over this share of each side
+
+
+@dataclass
+class Face:
+    """One face of a photo: the square crop in the photo, the crop at the model's size, and what found it."""
+
+    box: Box  # the square crop (left, top, right, bottom); may reach past the photo's edges (edge replication)
+    crop: np.ndarray  # uint8 (S, S, 3)
+    detector: str  # "hog", "masked-hog", "cnn", or "whole" when the whole image is the face
+    face_box: Box  # the detector's box, in which the landmarks were fitted (the whole image for "whole")
+
+
+def find_faces(img: np.ndarray, size: int, crop: str = "detect", detector: str = "auto", upsample: int = 1,
+               masked: Path | str | None = None) -> list[Face]:
+    """The face crops of a photo: every detected face (``crop="detect"``; ``masked``: the masked-face detector's
+    file), or the whole image (``"none"``)."""
+    from unmasking import faces
+
+    if crop == "none":
+        h, w = img.shape[:2]
+        return [Face((0, 0, w, h), images.resize(img, size), "whole", (0, 0, w, h))]
+    boxes, found_by = faces.find_face_boxes(img, upsample, detector, masked)
+    out = []
+    for box in boxes:
+        square = masks.crop_box(faces.landmarks(img, box))
+        out.append(Face(square, images.resize(masks.crop(img, square), size), found_by, box))
+    return out
+
+
+def feather(side_w: int, side_h: int, edge: float = EDGE) -> np.ndarray:
+    """A soft-edged weight (H, W) in [0, 1]: 1 in the middle, falling to 0 over ``edge`` of each side."""
+
+    def ramp(n: int) -> np.ndarray:
+        e = max(1.0, edge * n)
+        x = np.arange(n) + 0.5
+        return np.clip(np.minimum(x, n - x) / e, 0, 1)
+
+    return np.outer(ramp(side_h), ramp(side_w))
+
+
+def blend_weight(mask_estimate: np.ndarray, width: int, height: int, grow: float = GROW, feather_sigma: float = FEATHER
+                 ) -> np.ndarray:
+    """The model's mask estimate (S, S) in [0, 1] as a blending weight (height, width) for the crop in the photo:
+    thresholded at 0.5, grown by ``grow`` x the side, feathered with a Gaussian of ``feather_sigma`` x the side;
+    exactly 0 where nothing is replaced."""
+    import cv2
+
+    side = (width + height) / 2
+    m = cv2.resize(mask_estimate.astype(np.float32), (width, height), interpolation=cv2.INTER_LINEAR) > 0.5
+    r = max(1, int(round(grow * side)))
+    m = cv2.dilate(m.astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1)))
+    w = cv2.GaussianBlur(m.astype(np.float32), (0, 0), max(0.5, feather_sigma * side))
+    w[w < 0.5 / 255] = 0.0
+    return w
+
+
+def paste_back(img: np.ndarray, pred: np.ndarray, box: Box, mask_estimate: np.ndarray | None = None) -> np.ndarray:
+    """Paste a predicted crop (uint8 (S, S, 3)) back into ``img`` at ``box``, resized to the box.
+
+    With the model's ``mask_estimate`` only the estimated region changes (``blend_weight``); without one the whole
+    box is blended with a soft edge. Pixels whose weight is 0 keep the input's bytes; the image keeps its size.
+    """
+    h, w = img.shape[:2]
+    left, top, right, bottom = box
+    bw, bh = right - left, bottom - top
+    x0, y0, x1, y1 = max(left, 0), max(top, 0), min(right, w), min(bottom, h)
+    if x0 >= x1 or y0 >= y1:
+        return img.copy()
+    big = images.resize(pred, (bw, bh)).astype(np.float32)
+    alpha = blend_weight(mask_estimate, bw, bh) if mask_estimate is not None else feather(bw, bh)
+    sub = (slice(y0 - top, y1 - top), slice(x0 - left, x1 - left))
+    a = alpha[sub][..., None]
+    region = img[y0:y1, x0:x1]
+    blended = np.clip(region.astype(np.float32) * (1 - a) + big[sub] * a + 0.5, 0, 255).astype(np.uint8)
+    out = img.copy()
+    out[y0:y1, x0:x1] = np.where(a > 0, blended, region)
+    return out
+
+
+@dataclass
+class Unmasked:
+    """One photo after ``unmask_photos``: the output photo and its faces (empty when none was found)."""
+
+    image: np.ndarray
+    faces: list[Face]
+
+
+def unmask_photos(model, photos: list[np.ndarray], flip_average: bool, crop: str = "detect", detector: str = "auto",
+                  upsample: int = 1, batch_size: int = 32, masked: Path | str | None = None) -> list[Unmasked]:
+    """Unmask every face of every photo; the faces of all photos go through one batched prediction."""
+    from unmasking import models
+
+    size = int(model.input_shape[1])
+    found = [find_faces(img, size, crop, detector, upsample, masked) for img in photos]
+    crops = [f.crop for fs in found for f in fs]
+    if not crops:
+        return [Unmasked(img, []) for img in photos]
+    pred = models.unmask(model, np.stack(crops), batch_size, flip_average)
+    out, k = [], 0
+    for img, fs in zip(photos, found):
+        res = img
+        for f in fs:
+            res = paste_back(res, pred.faces[k], f.box, None if pred.masks is None else pred.masks[k])
+            k += 1
+        out.append(Unmasked(res, fs))
+    return out
+
+
+def unmask_image(model, img: np.ndarray, flip_average: bool, crop: str = "detect", detector: str = "auto",
+                 upsample: int = 1, masked: Path | str | None = None) -> Unmasked:
+    """``unmask_photos`` for one photo; ``ImageError`` when no face is found."""
+    res = unmask_photos(model, [img], flip_average, crop, detector, upsample, masked=masked)[0]
+    if not res.faces:
+        raise ImageError("no face found")
+    return res

@@ -1,0 +1,214 @@
+"""The sets the evaluation scores (``evaluate.PairSet``): the study's, from ``data/``, and a user's folder of pairs.
+
+The study's sets (``study_sets``), in this order:
+
+* ``test`` -- the test split, cropped as the training data were (landmarks found on the unmasked photo);
+* ``test_detected`` -- the real-use test: the same faces masked at the photo's own resolution and saved as JPEG
+  (``data/photos``), the crop taken from landmarks found on the *masked* photo, as ``unmask predict`` must; faces that
+  are not found are counted, by detector;
+* ``photos`` -- the photo level: exactly what ``unmask predict`` does (``photos.unmask_photos``: detect, crop, unmask,
+  paste back only the estimated region), scored at the photo's resolution against the original photo over the exact
+  masked region;
+* ``indomain/<template>`` -- the generated faces, masked with each template of ``download.robustness_masks``.
+
+Identity against another photo of the same person (verification) is scored on ``test``, ``test_detected`` and
+``photos`` wherever ``data/photos`` holds a reference photo; the realism test (``metrics.c2st``) runs on ``test`` and the
+first generated-face set.
+
+``folder_sets`` makes the sets of a user's folder in Face Mask Lite layout for ``unmask evaluate``: crops found on the
+unmasked image (the masked region from ``metrics.lossy_region`` when either image is a JPEG), or with ``photos`` the
+real-use and photo-level sets, found on the masked photo.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from unmasking import data, images, masks, metrics, paths, photos
+from unmasking.evaluate import BASELINES, PairSet, baseline_outputs
+from unmasking.images import ImageError
+from unmasking.parallel import ordered_map_with_progress
+
+LOSSY_SUFFIXES = (".jpg", ".jpeg", ".webp")
+
+
+def robustness_sets(indomain_dir: Path, order: list[str] | tuple[str, ...] = ()) -> list[Path]:
+    """The in-domain test sets ``indomain_dir/<template>/``, in ``order`` (then by name)."""
+    d = Path(indomain_dir)
+    sets = [s for s in sorted(d.iterdir()) if (s / paths.MANIFEST_NAME).is_file()] if d.is_dir() else []
+    rank = {name: i for i, name in enumerate(order)}
+    return sorted(sets, key=lambda s: (rank.get(s.name, len(rank)), s.name))
+
+
+def _reference_one(path: str) -> np.ndarray | None:
+    from unmasking import faces
+
+    try:
+        img = images.read_rgb(path)
+    except ImageError:
+        return None
+    boxes, _ = faces.find_face_boxes(img, upsample=1)
+    if not boxes:
+        return None
+    h, w = img.shape[:2]
+    box = min(boxes, key=lambda b: ((b[0] + b[2]) / 2 - w / 2) ** 2 + ((b[1] + b[3]) / 2 - h / 2) ** 2)
+    return faces.embeddings([img], box)[0]
+
+
+def reference_embeddings(photos_dir: Path, rows: list[dict[str, str]], workers: int = 2, progress: bool = True
+                         ) -> dict[str, np.ndarray | None]:
+    """The dlib embedding of each pair's reference photo (its central face; None when none is found)."""
+    with_ref = [r for r in rows if r["reference_file"]]
+    embs = ordered_map_with_progress(_reference_one, [str(Path(photos_dir) / r["reference_file"]) for r in with_ref],
+                                     len(with_ref), "reference photos", workers, progress)
+    return {r["pair_id"]: e for r, e in zip(with_ref, embs)}
+
+
+def _find_one(task: tuple[np.ndarray, int, str, int, str | None]) -> list[photos.Face]:
+    img, size, detector, upsample, masked = task
+    return photos.find_faces(img, size, "detect", detector, upsample, masked)
+
+
+def photo_sets(prefix: str, ids: list[str], mask_names: list[str], masked: list[np.ndarray],
+               originals: list[np.ndarray], regions: list[np.ndarray], refs: list[np.ndarray | None] | None,
+               trained: dict[str, Any], ep: dict[str, Any], size: int, baselines: bool = True,
+               same_photo: bool = False, progress: bool = True, masked_detector: Path | None = None
+               ) -> list[PairSet]:
+    """The real-use crop set (``<prefix>_detected``) and the photo-level set (``photos``) of full-size masked photos,
+    from one detection pass on the masked photos (the largest face of each)."""
+    from unmasking import models
+
+    md = str(masked_detector) if masked_detector else None
+    found = ordered_map_with_progress(_find_one, ((m, size, ep["detector"], ep["upsample"], md) for m in masked),
+                                      len(masked), "finding masked faces", ep.get("workers", 2), progress, chunksize=2)
+    hit = [i for i, fs in enumerate(found) if fs]
+    face = {i: found[i][0] for i in hit}
+    by = {d: sum(face[i].detector == d for i in hit) for d in ("hog", "masked-hog", "cnn")}
+    info = {"photos": len(masked), "detected": len(hit), "detection_rate": round(len(hit) / max(1, len(masked)), 4),
+            "found_by": by, "hog_only_rate": round(by["hog"] / max(1, len(masked)), 4),
+            "not_detected": [ids[i] for i in range(len(masked)) if i not in face]}
+    if not hit:
+        return []
+    crops = np.stack([face[i].crop for i in hit])
+    truth = np.stack([images.resize(masks.crop(originals[i], face[i].box), size) for i in hit])
+    region_crops = np.stack([images.resize(masks.crop(regions[i].astype(np.uint8)[..., None].repeat(3, -1) * 255,
+                                                      face[i].box), size)[..., 0] > 127 for i in hit])
+    preds = {n: models.unmask(m, crops, ep["batch_size"], models.flip_averaged(m, ep)) for n, m in trained.items()}
+    crop_out = {b: baseline_outputs(b, crops, truth, ep["telea_radius"], region_crops)
+                for b in (BASELINES if baselines else ("masked_input",))}
+    crop_out.update({n: p.faces for n, p in preds.items()})
+    photo_out = {"masked_input": [masked[i] for i in hit]}
+    for n, p in preds.items():
+        photo_out[n] = [photos.paste_back(masked[i], p.faces[k], face[i].box, None if p.masks is None else p.masks[k])
+                        for k, i in enumerate(hit)]
+    sel_refs = [refs[i] for i in hit] if refs else None
+    common = {"ids": [ids[i] for i in hit], "masks": [mask_names[i] for i in hit], "references": sel_refs}
+    detected = PairSet(f"{prefix}_detected", crops, truth, regions=region_crops, outputs=crop_out,
+                       same_photo_n=None if same_photo else 0,
+                       info={"crop": "landmarks found on the masked photo (JPEG), as unmask predict finds them",
+                             **info}, **common)
+    photo = PairSet("photos" if prefix == "test" else f"{prefix}_photos", [masked[i] for i in hit],
+                    [originals[i] for i in hit], regions=[regions[i] for i in hit], outputs=photo_out,
+                    boxes=[face[i].face_box for i in hit], same_photo_n=None if same_photo else 0,
+                    info={"resolution": "the photo's own", "pasted": "the model's estimated region only",
+                          **info}, **common)
+    return [detected, photo]
+
+
+def study_sets(params: dict[str, Any], data_dir: Path, trained: dict[str, Any], progress: bool = True,
+               baselines: bool = True, masked_detector: Path | None = None) -> list[PairSet]:
+    """The study's sets from ``data_dir`` (see the module text); ``masked_detector``: the masked-face detector's file
+    for the photos."""
+    ep, dl = params["evaluate"], params["download"]
+    data_dir = Path(data_dir)
+    subset = data_dir / "subset"
+    part = data.load_pairs(subset, ["test"], verify=True)
+    summary = data.read_summary(subset)
+    photo_rows = data.read_photos(data_dir / "photos")
+    refs = reference_embeddings(data_dir / "photos", photo_rows, ep.get("workers", 2), progress) if photo_rows else {}
+    source = f"{summary['source']}: {summary['source_path']}"
+    sets = [PairSet("test", part["masked"], part["unmasked"], part["ids"], [r["mask"] for r in part["rows"]],
+                    references=[refs.get(p) for p in part["ids"]] if photo_rows else None, realism=True,
+                    info={"source": source, "image_size": summary["image_size"],
+                          "crop": "landmarks found on the unmasked photo, as the training data were cropped",
+                          "with_reference": sum(refs.get(p) is not None for p in part["ids"])})]
+    if photo_rows:
+        d = data_dir / "photos"
+        sets += photo_sets(
+            "test", [r["pair_id"] for r in photo_rows], [r["mask"] for r in photo_rows],
+            [images.read_rgb(d / r["masked_file"]) for r in photo_rows],
+            [images.read_rgb(d / r["original_file"]) for r in photo_rows],
+            [images.read_rgb(d / r["region_file"])[..., 0] > 127 for r in photo_rows],
+            [refs.get(r["pair_id"]) for r in photo_rows], trained, ep, summary["image_size"], baselines,
+            progress=progress, masked_detector=masked_detector)
+    for k, d in enumerate(robustness_sets(data_dir / "indomain", dl["robustness_masks"])):
+        p = data.load_pairs(d, ["test"], verify=True)
+        s = data.read_summary(d)
+        sets.append(PairSet(f"indomain/{d.name}", p["masked"], p["unmasked"], p["ids"], [r["mask"] for r in p["rows"]],
+                            same_photo_n=ep["identity_pairs"] or None, realism=k == 0,
+                            info={"source": f"{s['source']}: {s['source_path']}", "image_size": s["image_size"],
+                                  "mask": d.name}))
+    return sets
+
+
+def _read_folder_pair(pairs_dir: Path, mrel: str, urel: str) -> tuple[np.ndarray, np.ndarray, bool]:
+    m, u = images.read_rgb(pairs_dir / mrel), images.read_rgb(pairs_dir / urel)
+    if m.shape != u.shape:
+        raise ImageError(f"{mrel}: size differs from {urel}")
+    return m, u, any(Path(f).suffix.lower() in LOSSY_SUFFIXES for f in (mrel, urel))
+
+
+def pair_region(masked: np.ndarray, unmasked: np.ndarray, lossy: bool) -> np.ndarray:
+    """The masked region of a pair: where it differs (``metrics.region``), or ``metrics.lossy_region`` for JPEGs."""
+    if lossy:
+        return metrics.lossy_region(masked, unmasked)
+    return metrics.region(masked.astype(np.float32) / 255, unmasked.astype(np.float32) / 255)
+
+
+def folder_sets(pairs_dir: Path, trained: dict[str, Any], ep: dict[str, Any], size: int, crop: str = "detect",
+                photo_level: bool = False, progress: bool = True, masked_detector: Path | None = None
+                ) -> tuple[list[PairSet], list[dict[str, str]], int]:
+    """The sets of a folder in Face Mask Lite layout: (sets, pairs skipped with the reason, unpaired files)."""
+    from unmasking import faces
+
+    pairs_dir = Path(pairs_dir)
+    names = [p.relative_to(pairs_dir).as_posix() for p in pairs_dir.rglob("*") if p.is_file()]
+    index = data.index_fml(names)
+    if not index.pairs:
+        raise data.DataError(f"{pairs_dir}: no pairs found (expected with_mask/with-mask-<mask>-<file> beside "
+                             "without_mask/<file>)")
+    unpaired = len(index.unpaired_masked) + len(index.unpaired_unmasked)
+    loaded, skipped = [], []
+    for mrel, urel, mask in index.pairs:
+        try:
+            loaded.append((mrel, mask, *_read_folder_pair(pairs_dir, mrel, urel)))
+        except ImageError as e:
+            skipped.append({"file": mrel, "reason": str(e)})
+    if photo_level:
+        sets = photo_sets("pairs", [x[0] for x in loaded], [x[1] for x in loaded], [x[2] for x in loaded],
+                          [x[3] for x in loaded], [pair_region(x[2], x[3], x[4]) for x in loaded], None, trained, ep,
+                          size, same_photo=True, progress=progress, masked_detector=masked_detector)
+        return sets, skipped, unpaired
+    ms, us, rs, ids, mk = [], [], [], [], []
+    for mrel, mask, m, u, lossy in loaded:
+        if crop == "detect":
+            box = faces.central_face(u)
+            if box is None:
+                skipped.append({"file": mrel, "reason": "no face found on the unmasked image"})
+                continue
+            square = masks.crop_box(faces.landmarks(u, box))
+            m, u = masks.crop(m, square), masks.crop(u, square)
+        m, u = images.resize(m, size), images.resize(u, size)
+        ms.append(m)
+        us.append(u)
+        rs.append(pair_region(m, u, lossy))
+        ids.append(mrel)
+        mk.append(mask)
+    if not ids:
+        raise data.DataError(f"{pairs_dir}: none of the {len(index.pairs)} pairs could be used")
+    s = PairSet("pairs", np.stack(ms), np.stack(us), ids, mk, regions=np.stack(rs),
+                info={"source": f"pairs: {pairs_dir}", "image_size": size, "crop": crop})
+    return [s], skipped, unpaired
