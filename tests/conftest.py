@@ -86,6 +86,28 @@ def tiny_params(tmp_path: Path, **download) -> Path:
     return out
 
 
+def tiny_faces(root: Path) -> Path:
+    """A small faces folder from LFW: 16 people with two or more photos (references for verification), 14 with
+    one."""
+    people = sorted(p for p in LFW.iterdir() if p.is_dir())
+    multi = [p for p in people if len(list(p.iterdir())) >= 2][:16]
+    single = [p for p in people if len(list(p.iterdir())) == 1][:14]
+    for p in multi + single:
+        (root / p.name).mkdir(parents=True)
+        for f in sorted(p.iterdir())[:3]:
+            (root / p.name / f.name).write_bytes(f.read_bytes())
+    return root
+
+
+def tiny_study_params(tmp: Path) -> Path:
+    """The tiny configuration of the whole study: LFW faces with the project's drawn masks where ../shared/data
+    is present (photos, references, the masked-face detector), else generated Face Mask Lite-layout pairs."""
+    if LFW.is_dir():
+        return tiny_params(tmp, source="faces", faces=str(tiny_faces(tmp / "faces")), n_pairs=24,
+                           indomain_faces=str(STYLEGAN), indomain_pairs=4, robustness_masks=["surgical-white", "n95"])
+    return tiny_params(tmp, local=str(make_fml(tmp / "fml", 24, size=48)), n_pairs=24)
+
+
 @pytest.fixture
 def python() -> str:
     return sys.executable

@@ -9,11 +9,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import STYLEGAN, TINY_MASK_UNET, make_fml, needs_shared
 from unmasking import cli, images
 from unmasking import evaluate as ev
 from unmasking import params as P
-
-from conftest import STYLEGAN, TINY_MASK_UNET, make_fml, needs_shared
 
 
 @pytest.fixture(scope="module")
@@ -156,7 +155,8 @@ def test_synthesize_then_evaluate_with_face_detection(tmp_path, weights):
     written, _ = cli.synthesize_dir(faces, tmp_path / "multi", TEMPLATES, progress=False,
                                     templates=["black-mask", "N95"])
     assert written == 6
-    result = cli.evaluate_dir(tmp_path / "multi", weights, crop="detect", identity=False, progress=False)["sets"]["pairs"]
+    result = cli.evaluate_dir(tmp_path / "multi", weights, crop="detect", identity=False, progress=False)
+    result = result["sets"]["pairs"]
     assert result["n"] == 6 and sorted(result["by_mask"]) == ["N95", "black-mask"]
     for table in result["by_mask"].values():
         assert table["masked_input"]["n"] == 3 and table["masked_input"]["masked_psnr"] < 20

@@ -8,16 +8,16 @@ import pytest
 import yaml
 from PIL import Image
 
+from conftest import DEFAULT_MASK, LFW, ROOT, face_like, make_fml, needs_shared
 from unmasking import data, images, masks
 from unmasking.data import DataError
-
-from conftest import DEFAULT_MASK, LFW, ROOT, face_like, make_fml, needs_shared
 
 
 def dl_params(**kw):
     p = yaml.safe_load((ROOT / "params.yaml").read_text())["download"]
-    p.update({"source": "local", "n_pairs": 20, "image_size": 32, "min_pairs": 5, "workers": 1, "train_masks": [],
-              "test_masks": [], **kw})
+    p.update({"source": "local", "faces": "", "mask": "", "templates": "", "indomain_faces": "", "n_pairs": 20,
+              "image_size": 32, "min_pairs": 5, "workers": 1, "train_masks": [], "test_masks": [],
+              "robustness_masks": [], **kw})
     return p
 
 
@@ -52,7 +52,8 @@ def _add_bad_files(root: Path):
     Image.new("RGB", (10, 10)).save(root / "with_mask" / "with-mask-default-mask-seed0905.png")  # too small
     Image.new("RGB", (10, 10)).save(root / "without_mask" / "seed0905.png")
     Image.fromarray(face_like(np.random.default_rng(1), 64)).save(root / "without_mask" / "seed0906.png")
-    Image.fromarray(face_like(np.random.default_rng(1), 48)).save(root / "with_mask" / "with-mask-default-mask-seed0906.png")
+    Image.fromarray(face_like(np.random.default_rng(1), 48)).save(
+        root / "with_mask" / "with-mask-default-mask-seed0906.png")
     u = face_like(np.random.default_rng(2), 64)
     Image.fromarray(u).save(root / "without_mask" / "seed0907.png")
     Image.fromarray(u).save(root / "with_mask" / "with-mask-default-mask-seed0907.png")  # identical: no mask
@@ -219,11 +220,80 @@ def test_real_faces_get_the_mask_over_nose_and_mouth(tmp_path):
 
 
 @needs_shared
-def test_drawn_mask_without_template(tmp_path):
-    dl = dl_params(source="faces", faces=str(LFW), mask="", n_pairs=3, image_size=64)
+def test_the_projects_own_masks_without_any_template_file(tmp_path):
+    dl = dl_params(source="faces", faces=str(LFW), mask="", templates="", n_pairs=12, image_size=64)
     s = data.build_subset(dl, 0, tmp_path / "subset", progress=False)
-    assert s["mask"].startswith("drawn") and s["used"] == 3
+    assert s["used"] == 12 and set(s["masks_used"]) <= set(masks.DRAWN) and len(s["masks_used"]) >= 3
+    assert s["mask"] == ", ".join(sorted(masks.DRAWN))
     assert 0.10 <= s["mask_coverage"]["median"] <= 0.5
+    for r in data.read_manifest(tmp_path / "subset"):
+        m = np.asarray(Image.open(tmp_path / "subset" / r["masked_file"]))
+        u = np.asarray(Image.open(tmp_path / "subset" / r["unmasked_file"]))
+        assert data.check_pair(m, u)["ok"], r
+
+
+@needs_shared
+def test_one_mask_file_alone_masks_every_split(tmp_path):
+    dl = dl_params(source="faces", faces=str(LFW), mask=str(DEFAULT_MASK), templates="", n_pairs=10, image_size=64)
+    data.build_subset(dl, 0, tmp_path / "subset", progress=False)
+    assert {r["mask"] for r in data.read_manifest(tmp_path / "subset")} == {"default-mask"}
+
+
+def test_the_drawn_masks_cover_nose_to_chin():
+    lm = np.zeros((68, 2))
+    lm[0:17] = [(20 + 5 * i, 50 + (8 - abs(8 - i)) * 4) for i in range(17)]  # the jaw, chin at (60, 82)
+    lm[27:36] = [(60, 30 + 4 * i) for i in range(9)]  # nose bridge and below
+    lm[48:68] = [(60, 70)] * 20  # the mouth
+    img = np.full((128, 128, 3), 90, np.uint8)
+    for name, t in masks.drawn_templates().items():
+        out = masks.apply_mask(img, lm, t)
+        region = (out != img).any(-1)
+        assert region[70, 60] and region[50, 60], name  # the mouth and the nose are covered
+        assert not region[20, 60] and not region[100, 60], name  # not above the nose bridge, not below the chin
+
+
+def test_reference_photos_are_another_photo_of_the_same_person_never_in_a_split_and_seeded():
+    everyone = [(f"{p}/{p}_{i:04d}.jpg", p) for p in ("Ann", "Bob", "Cy") for i in range(1, 5)]
+    everyone.append(("Dee/Dee_0001.jpg", "Dee"))  # Dee has one photo only
+    test = [("Ann/Ann_0001.jpg", "Ann"), ("Bob/Bob_0002.jpg", "Bob"), ("Dee/Dee_0001.jpg", "Dee")]
+    used = {"Ann/Ann_0001.jpg", "Bob/Bob_0002.jpg", "Dee/Dee_0001.jpg", "Ann/Ann_0003.jpg", "Cy/Cy_0001.jpg"}
+    refs = data.choose_references(test, everyone, used, seed=0)
+    assert refs[2] == ""  # no second photo: counted as without a reference
+    for (src, ident), ref in zip(test[:2], refs[:2]):
+        assert ref.startswith(f"{ident}/") and ref != src and ref not in used
+    assert refs == data.choose_references(test, everyone, used, seed=0)
+    draws = {tuple(data.choose_references(test, everyone, used, seed=s)) for s in range(20)}
+    assert len(draws) > 1  # the seed decides which other photo
+
+
+@needs_shared
+def test_test_photos_are_the_masked_source_photos_as_jpeg_with_their_exact_region(tmp_path):
+    faces = tmp_path / "faces"
+    people = [p for p in sorted(LFW.iterdir()) if len(list(p.iterdir())) >= 2][:6]
+    people += [p for p in sorted(LFW.iterdir()) if len(list(p.iterdir())) == 1][:6]
+    for p in people:
+        (faces / p.name).mkdir(parents=True)
+        for f in sorted(p.iterdir())[:2]:
+            (faces / p.name / f.name).write_bytes(f.read_bytes())
+    dl = dl_params(source="faces", faces=str(faces), mask="", templates="", n_pairs=12, image_size=64,
+                   test_fraction=0.5, photo_quality=90)
+    data.build_subset(dl, 0, tmp_path / "subset", progress=False)
+    summary = data.build_photos(dl, 0, tmp_path / "subset", tmp_path / "photos", progress=False)
+    rows = data.read_photos(tmp_path / "photos")
+    test = [r for r in data.read_manifest(tmp_path / "subset") if r["split"] == "test"]
+    used = {r["source_unmasked"] for r in data.read_manifest(tmp_path / "subset")}
+    assert len(rows) == len(test) == summary["photos"] and summary["failed"] == []
+    assert summary["with_reference"] + summary["without_reference"] == len(rows) and summary["with_reference"] > 0
+    for r in rows:
+        original = images.read_rgb(tmp_path / "photos" / r["original_file"])
+        assert (tmp_path / "photos" / r["original_file"]).read_bytes() == (faces / r["source"]).read_bytes()
+        masked = images.read_rgb(tmp_path / "photos" / r["masked_file"])
+        region = images.read_rgb(tmp_path / "photos" / r["region_file"])[..., 0] > 127
+        assert masked.shape == original.shape and 0.03 < region.mean() < 0.4
+        assert np.abs(masked.astype(int) - original)[region].mean() > 20  # the mask is there
+        if r["reference_file"]:
+            assert r["reference_source"] != r["source"] and r["reference_source"] not in used
+            assert r["reference_source"].split("/")[0] == r["identity"]
 
 
 def test_template_placement_follows_face_mask_lite():

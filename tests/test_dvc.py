@@ -8,9 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from unmasking import params as P
-
 from conftest import ROOT
+from unmasking import params as P
 
 LIB = ROOT / "lib"
 PKG = LIB / "unmasking"

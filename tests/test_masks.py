@@ -4,10 +4,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import MASKTHEFACE_CFG, TEMPLATES, needs_shared
 from unmasking import masks
 from unmasking.images import ImageError
-
-from conftest import MASKTHEFACE_CFG, TEMPLATES, needs_shared
 
 # A frontal face's 68 landmarks (iBUG layout) in a 200 px image, from dlib on an LFW face, rounded.
 JAW = [(52, 92), (53, 111), (56, 129), (60, 147), (67, 164), (78, 178), (92, 190), (107, 199), (123, 202),

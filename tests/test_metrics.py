@@ -1,9 +1,8 @@
 import numpy as np
 import pytest
 
-from unmasking import metrics
-
 from conftest import DEFAULT_MASK, STYLEGAN
+from unmasking import metrics
 
 
 def test_identical_images():
@@ -40,6 +39,17 @@ def test_masked_region_of_known_size():
     assert np.isnan(metrics.masked_l1(pred, truth, np.zeros((20, 20), bool)))
 
 
+def test_ssim_is_scikit_images():
+    from skimage.metrics import structural_similarity
+
+    rng = np.random.default_rng(5)
+    for h, w in ((128, 128), (7, 30), (41, 9)):
+        a = rng.random((h, w, 3))
+        b = np.clip(a + rng.normal(0, 0.1, a.shape), 0, 1)
+        assert metrics.ssim(a, b) == pytest.approx(structural_similarity(a, b, data_range=1.0, channel_axis=-1),
+                                                   abs=1e-13)
+
+
 def test_masked_ssim_uses_the_bounding_box():
     rng = np.random.default_rng(3)
     truth = rng.random((40, 40, 3))
@@ -62,8 +72,8 @@ def test_accuracy_paper_is_keras_categorical_accuracy():
 
 
 def test_keras_resolves_accuracy_to_categorical_for_images():
-    from keras.src.trainers.compile_utils import get_metric
     import keras
+    from keras.src.trainers.compile_utils import get_metric
 
     y = np.zeros((2, 8, 8, 3), "float32")
     assert isinstance(get_metric("accuracy", y, y), keras.metrics.CategoricalAccuracy)

@@ -3,8 +3,8 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
-from unmasking import models  # noqa: E402
 from conftest import TINY_MASK_UNET  # noqa: E402
+from unmasking import models  # noqa: E402
 
 
 def test_paper_ae_is_the_papers_autoencoder():

@@ -9,7 +9,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from conftest import ROOT, STYLEGAN, make_fml, tiny_params
+from conftest import LFW, ROOT, STYLEGAN, tiny_study_params
 
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 
@@ -41,21 +41,25 @@ def test_the_checks_catch_a_dirty_notebook(tmp_path):
         test_committed_notebooks_are_clean(dirty)
 
 
+STAGE_RUNS = [("download",), ("explore",), ("train", "paper_ae"), ("train", "mask_unet"), ("train", "mask_gan"),
+              ("detector",), ("evaluate",)]
+
+
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory):
-    """All four stages, in order, on 24 generated pairs at 32 px, one training step per model."""
+    """Every stage, in order, on the tiny configuration at 32 px, one training step per model."""
     tmp = tmp_path_factory.mktemp("pipeline")
-    fml = make_fml(tmp / "fml", 24, size=48)
-    extra = {}
-    if STYLEGAN.is_dir():  # a tiny robustness set: 3 generated faces, each with two templates
-        extra = {"indomain_faces": str(STYLEGAN), "indomain_pairs": 3, "robustness_masks": ["default-mask", "N95"]}
-    params = tiny_params(tmp, local=str(fml), n_pairs=24, **extra)
+    params = tiny_study_params(tmp)
+    dirs = ["--data-dir", str(tmp / "data"), "--models-dir", str(tmp / "models")]
     runs = {}
-    for stage in ("download", "explore", "train", "evaluate"):
-        r = subprocess.run([sys.executable, "-m", "unmasking.stage", stage, "--params", str(params), "--data-dir",
-                            str(tmp / "data"), "--models-dir", str(tmp / "models"), "--reports-dir",
-                            str(tmp / "reports")], capture_output=True, text=True, timeout=600)
-        runs[stage] = r
+    for st in STAGE_RUNS:
+        if st[0] == "detector":
+            cmd = [sys.executable, "-m", "unmasking.detector", "--params", str(params), *dirs]
+        else:
+            cmd = [sys.executable, "-m", "unmasking.stage", st[0], *(["--model", st[1]] if len(st) > 1 else []),
+                   "--params", str(params), *dirs, "--reports-dir", str(tmp / "reports")]
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+        runs[" ".join(st)] = r
         if r.returncode:
             break
     return tmp, runs
@@ -65,33 +69,43 @@ def test_all_stages_run_through_papermill(pipeline):
     tmp, runs = pipeline
     for stage, r in runs.items():
         assert r.returncode == 0, f"{stage}: {r.stderr[-3000:]}"
-    assert len(runs) == 4
+    assert len(runs) == len(STAGE_RUNS)
     summary = json.loads((tmp / "data" / "subset" / "summary.json").read_text())
     assert summary["used"] == 24 and summary["image_size"] == 32
-    assert (tmp / "models" / "paper_ae.keras").is_file() and (tmp / "models" / "mask_unet.keras").is_file()
+    for name in ("paper_ae", "mask_unet", "mask_gan"):
+        assert (tmp / "models" / f"{name}.keras").is_file()
     metrics = json.loads((tmp / "reports" / "metrics.json").read_text())
-    assert set(metrics["test"]) == {"masked_input", "telea", "telea_oracle", "paper_ae", "mask_unet"}
-    assert metrics["n_test"] == 5 and metrics["image_size"] == 32
-    for m in metrics["test"].values():
+    test = metrics["sets"]["test"]
+    assert set(test["methods"]) == {"masked_input", "telea", "telea_oracle", "paper_ae", "mask_unet", "mask_gan"}
+    assert test["n"] == 5 and test["image_size"] == 32
+    for m in test["methods"].values():
         assert set(m) >= {"accuracy_paper", "mse", "psnr", "ssim", "masked_psnr", "masked_l1", "masked_ssim",
-                          "identity_distance", "identity_match_rate"}
-    assert metrics["test"]["masked_input"]["mse"] > 0
+                          "detail_ratio", "same_photo_match_rate", "masked_psnr_ci95", "c2st_distance"}
+    assert test["methods"]["masked_input"]["mse"] > 0
     assert (tmp / "reports" / "eval" / "per_image.csv").is_file()
     assert (tmp / "reports" / "data.json").is_file()
-    if STYLEGAN.is_dir():
-        assert list(metrics["robustness"]) == ["default-mask", "N95"]
-        for table in metrics["robustness"].values():
-            assert table["mask_unet"]["n"] == 3 and table["masked_input"]["identity_n"] == 2
-        assert metrics["indomain"]["mask"] == "default-mask"
+    if LFW.is_dir():
+        assert {"test_detected", "photos"} <= set(metrics["sets"])
+        assert metrics["sets"]["photos"]["photos"] == 5 and "verification_ceiling" in test
+        assert list(k for k in metrics["sets"] if k.startswith("indomain/")) == ["indomain/surgical-white",
+                                                                                 "indomain/n95"]
+        for name in ("surgical-white", "n95"):
+            entry = metrics["sets"][f"indomain/{name}"]
+            assert entry["methods"]["mask_unet"]["n"] == 4 and entry["methods"]["masked_input"]["same_photo_n"] == 2
+        assert json.loads((tmp / "models" / "masked_faces.json").read_text())["trained"]
+        assert "mask_unet - paper_ae" in metrics["comparisons"]["test"]
 
 
-@pytest.mark.parametrize("name", ["01-download", "02-explore", "03-train", "04-evaluate"])
+REPORTS = ["01-download", "02-explore", "03-train-paper_ae", "03-train-mask_unet", "03-train-mask_gan", "04-evaluate"]
+
+
+@pytest.mark.parametrize("name", REPORTS)
 def test_reports_are_self_contained_html(pipeline, name):
     tmp, _ = pipeline
     html = (tmp / "reports" / f"{name}.html").read_text()
     assert html.startswith("<!DOCTYPE html>")
     assert not re.search(r'<(script|link|img)[^>]+(src|href)="https?://', html), "the report fetches from the network"
-    if name in ("02-explore", "03-train", "04-evaluate"):
+    if name != "01-download":
         assert 'src="data:image/png;base64,' in html, "figures must be embedded"
     assert "Traceback" not in html
     executed = nbformat.read(tmp / "reports" / f"{name}.ipynb", as_version=4)
@@ -103,21 +117,34 @@ CHROMIUM = Path("/usr/bin/chromium")
 
 @pytest.fixture(scope="module")
 def rendered(pipeline):
+    from unmasking import report
+
     tmp, runs = pipeline
+    readme = tmp / "README.md"
+    readme.write_text(f"# x\n{report.README_START}\n{report.README_END}\n")
     r = subprocess.run([sys.executable, "-m", "unmasking.report", "--reports-dir", str(tmp / "reports"),
-                        "--models-dir", str(tmp / "models"), "--data-dir", str(tmp / "data"), "--figure",
-                        str(tmp / "reports" / "figures" / "triplets.png")], capture_output=True, text=True, timeout=300)
+                        "--models-dir", str(tmp / "models"), "--data-dir", str(tmp / "data"), "--readme", str(readme),
+                        "--params", str(tmp / "params.yaml")], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     return tmp / "reports"
 
 
-def test_index_shows_the_headline_table(rendered):
+def test_index_and_results_show_every_table(rendered):
     html = (rendered / "index.html").read_text()
-    for name in ("01-download.html", "04-evaluate.html", "masked_psnr", "identity_match_rate", "mask_unet", "91 %",
-                 "Targets for", "margin"):
-        assert name in html
+    results = (rendered / "RESULTS.md").read_text()
+    for text in (html, results):
+        for name in ("masked PSNR", "realism distance", "verification", "mask_gan", "Targets", "margin",
+                     "Paired differences", "Perception and distortion", "Models"):
+            assert name in text, name
+    for name in REPORTS:
+        assert f"{name}.html" in html
+    assert "91 %" in html and "masked_psnr" not in results.split("### Targets")[0].split("|")[1]
+    readme = (rendered.parent / "README.md").read_text()
+    assert "| mask_unet |" in readme and "RESULTS.md" in readme
+    for fig in ("triplets-generated.png", "mouths-generated.png"):
+        assert (rendered / "figures" / fig).stat().st_size > 1000
     if STYLEGAN.is_dir():
-        assert "Robustness" in html and "N95" in html
+        assert "Generated faces per mask template" in results and "n95" in results
 
 
 @pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed (.ci/run installs it)")
@@ -132,13 +159,14 @@ def test_reports_render_in_headless_chromium_offline(rendered):
         page = browser.new_page(viewport={"width": 1200, "height": 900})
         outside = []
         page.on("request", lambda req: outside.append(req.url) if not req.url.startswith(("file:", "data:")) else None)
-        for name in ("index", "01-download", "02-explore", "03-train", "04-evaluate"):
+        for name in ("index", *REPORTS):
             page.goto((rendered / f"{name}.html").as_uri(), wait_until="load")
             assert page.locator("h1").count() >= 1, name
             n_images = page.evaluate("document.images.length")
-            broken = page.evaluate("Array.from(document.images).filter(i => !(i.complete && i.naturalWidth > 0)).length")
+            broken = page.evaluate(
+                "Array.from(document.images).filter(i => !(i.complete && i.naturalWidth > 0)).length")
             assert broken == 0, f"{name}: {broken} of {n_images} images did not load"
-            if name in ("02-explore", "03-train", "04-evaluate", "index"):
+            if name != "01-download":
                 assert n_images > 0, name
             if name == "index":
                 page.screenshot(path=str(artifacts / "index.png"), full_page=True)

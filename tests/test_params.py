@@ -3,9 +3,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from unmasking import params as P
-
 from conftest import ROOT
+from unmasking import params as P
 
 
 def _write(tmp_path: Path, mutate) -> Path:
@@ -29,7 +28,10 @@ def test_project_params_are_valid():
     (lambda p: p["download"].update(test_fraction=1.5), "download.test_fraction"),
     (lambda p: p["download"].update(test_fraction=0.5, val_fraction=1.0), "download.val_fraction"),
     (lambda p: p["train"]["paper_ae"].update(epochs=-1), "train.paper_ae.epochs"),
-    (lambda p: p["train"].update(models=["paper_ae", "gan"]), "train.models"),
+    (lambda p: p["evaluate"].update(models=["paper_ae", "gan"]), "evaluate.models"),
+    (lambda p: p["ship"].update(models=["paper_ae", "gan"]), "ship.models"),
+    (lambda p: p["train"]["mask_gan"].update(init="paper_ae"), "train.mask_gan.init"),
+    (lambda p: p["evaluate"].update(detector="haar"), "evaluate.detector"),
     (lambda p: p["train"]["mask_unet"].update(learning_rate=0), "train.mask_unet.learning_rate"),
     (lambda p: p["download"].update(source="ftp"), "download.source"),
     (lambda p: p["download"].update(one_per_identity="yes"), "download.one_per_identity"),
@@ -92,3 +94,40 @@ def test_profiles_apply_and_are_validated(tmp_path):
     assert P.main(["profile", str(prof), "--file", str(f)]) == 0
     p = P.load(f)
     assert p["train"]["mask_unet"]["epochs"] == 7 and p["download"]["robustness_masks"] == ["N95", "cloth"]
+
+
+def test_source_sets_every_source_key_from_its_arguments_and_the_projects_defaults(tmp_path):
+    f = tmp_path / "params.yaml"
+    f.write_text((ROOT / "params.yaml").read_text())  # the committed run's values, paths of this team's machines
+    assert P.main(["source", "faces", "my/faces", "--file", str(f)]) == 0
+    d = P.load(f)["download"]
+    assert d["source"] == "faces" and d["faces"] == "my/faces"
+    for key, default in P.SOURCE_DEFAULTS.items():
+        if key != "faces":
+            assert d[key] == default, key  # nothing recorded for another machine reaches this run
+    assert P.main(["source", "faces", "f", "--mask", "x.png", "--templates", "t", "--indomain", "g",
+                   "--train-masks", "a*2 b", "--test-masks", "a", "--file", str(f)]) == 0
+    d = P.load(f)["download"]
+    assert (d["mask"], d["templates"], d["indomain_faces"]) == ("x.png", "t", "g")
+    assert d["train_masks"] == ["a*2", "b"] and d["test_masks"] == ["a"] and d["robustness_masks"] == []
+    assert P.main(["source", "kaggle", "--file", str(f)]) == 0
+    d = P.load(f)["download"]
+    assert d["source"] == "kaggle" and d["faces"] == "" and d["mask"] == ""
+    assert P.main(["source", "local", "--file", str(f)]) == 2  # a local copy needs its path
+
+
+def test_no_default_of_the_project_leaves_the_repository():
+    import re
+
+    for f in [ROOT / "Makefile", *sorted((ROOT / "lib").rglob("*.py"))]:
+        for line in f.read_text().splitlines():
+            code = line.split("#", 1)[0]
+            assert not re.search(r"\.\./shared|\"shared\"", code), f"{f.name}: {line.strip()}"
+    assert all(v in ("", []) for v in P.SOURCE_DEFAULTS.values())
+
+
+def test_performance_keys_exist():
+    params = P.load()
+    for key in P.PERFORMANCE_KEYS:
+        section, leaf = key.split(".")
+        assert leaf in params[section]

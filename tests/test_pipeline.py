@@ -1,7 +1,10 @@
-"""The DVC pipeline itself, in a copy of the project on a tiny configuration: an interrupted ``dvc repro``
-completes when run again (training resumes from its checkpoint), and a second ``dvc repro`` reruns nothing."""
+"""The DVC pipeline itself, in a copy of the project on the tiny configuration: an interrupted ``dvc repro`` completes
+when run again (training resumes from its checkpoint), a second ``dvc repro`` reruns only the input fingerprint,
+and ``dvc exp run -S`` runs an experiment that ``dvc exp show`` and ``dvc plots diff`` compare."""
 
+import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -12,33 +15,47 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import ROOT, make_fml, tiny_params
+from conftest import ROOT, tiny_study_params
+
+DVC = Path(sys.executable).parent / "dvc"
 
 
-def _dvc(proj: Path, env: dict, *args, timeout=900):
-    return subprocess.run([str(Path(sys.executable).parent / "dvc"), *args], cwd=proj, env=env, capture_output=True,
-                          text=True, timeout=timeout)
+def _run(proj: Path, env: dict, *args, timeout=900):
+    return subprocess.run([*args], cwd=proj, env=env, capture_output=True, text=True, timeout=timeout)
 
 
-@pytest.mark.skipif(not (Path(sys.executable).parent / "dvc").exists(), reason="dvc is not installed")
-def test_interrupted_repro_completes_and_a_second_repro_reruns_nothing(tmp_path):
+def copy_project(tmp_path: Path) -> tuple[Path, dict]:
+    """The project's code, notebooks, pipeline and committed inputs of the report, with the tiny parameters."""
     proj = tmp_path / "proj"
     proj.mkdir()
     for name in ("lib", "notebooks"):
         shutil.copytree(ROOT / name, proj / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-    shutil.copy(ROOT / "dvc.yaml", proj / "dvc.yaml")
+    for name in ("dvc.yaml", "README.md"):
+        shutil.copy(ROOT / name, proj / name)
     shutil.copytree(ROOT / "reports" / "compare", proj / "reports" / "compare")  # committed; the report reads it
-    fml = make_fml(tmp_path / "fml", 24, size=48)
-    p = yaml.safe_load(tiny_params(tmp_path, local=str(fml), n_pairs=24).read_text())
+    p = yaml.safe_load(tiny_study_params(tmp_path).read_text())
+    (proj / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
+    env = dict(os.environ, PYTHONPATH=str(proj / "lib"), PATH=f"{DVC.parent}{os.pathsep}{os.environ['PATH']}")
+    return proj, env
+
+
+def changed_stages(proj: Path, env: dict) -> set[str]:
+    status = json.loads(_run(proj, env, str(DVC), "status", "--json").stdout or "{}")
+    return set(status)
+
+
+@pytest.mark.skipif(not DVC.exists(), reason="dvc is not installed")
+def test_interrupted_repro_completes_and_a_second_repro_reruns_only_the_input_fingerprint(tmp_path):
+    proj, env = copy_project(tmp_path)
+    p = yaml.safe_load((proj / "params.yaml").read_text())
     p["train"].update({"steps_per_epoch": 0, "patience": 10})
     p["train"]["paper_ae"]["epochs"] = 40  # long enough to be interrupted
     (proj / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
-    env = dict(os.environ, PYTHONPATH=str(proj / "lib"), PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
-    assert _dvc(proj, env, "init", "--no-scm", "-q").returncode == 0
+    assert _run(proj, env, str(DVC), "init", "--no-scm", "-q").returncode == 0
 
     state = proj / "models" / "checkpoints" / "paper_ae" / "state.json"
-    proc = subprocess.Popen([str(Path(sys.executable).parent / "dvc"), "repro"], cwd=proj, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen([str(DVC), "repro"], cwd=proj, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.time() + 600
     while not state.exists() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.05)
@@ -47,15 +64,47 @@ def test_interrupted_repro_completes_and_a_second_repro_reruns_nothing(tmp_path)
     proc.wait()
     assert not (proj / "models" / "paper_ae.keras").exists()
 
-    r = _dvc(proj, env, "repro")
+    r = _run(proj, env, str(DVC), "repro")
     assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
-    executed = (proj / "reports" / "03-train.ipynb").read_text()
+    executed = (proj / "reports" / "03-train-paper_ae.ipynb").read_text()
     assert "resuming after epoch" in executed
-    for f in ("reports/metrics.json", "reports/index.html", "reports/04-evaluate.html", "models/mask_unet.keras"):
+    for f in ("reports/metrics.json", "reports/index.html", "reports/RESULTS.md", "reports/04-evaluate.html",
+              "models/mask_gan.keras", "lib/unmasking/weights/shipped.json", "data/inputs.json"):
         assert (proj / f).exists(), f
+    assert "| mask_gan |" in (proj / "README.md").read_text()  # the report stage wrote the README's block
 
-    again = _dvc(proj, env, "repro")
+    again = _run(proj, env, str(DVC), "repro")
     assert again.returncode == 0
-    assert "Running stage" not in again.stdout, again.stdout
-    status = _dvc(proj, env, "status")
-    assert "up to date" in status.stdout.lower(), status.stdout
+    ran = {line.split("'")[1] for line in again.stdout.splitlines() if line.startswith("Running stage")}
+    assert ran == {"inputs"}, again.stdout  # the input fingerprint always runs; nothing changed, nothing else
+    assert changed_stages(proj, env) <= {"inputs"}
+
+    # a new face in the faces folder changes the fingerprint, and the data stage reruns
+    faces = Path(p["download"]["faces"])
+    person = next(d for d in sorted(faces.iterdir()) if d.is_dir())
+    shutil.copy(next(person.iterdir()), person / "extra_0099.jpg")
+    assert "download" in {s.split("@")[0] for s in _dry_run(proj, env)}
+
+
+def _dry_run(proj: Path, env: dict) -> set[str]:
+    r = _run(proj, env, str(DVC), "repro", "--dry")
+    return {line.split("'")[1] for line in r.stdout.splitlines() if line.startswith("Running stage")}
+
+
+@pytest.mark.skipif(not DVC.exists() or not shutil.which("git"), reason="dvc or git is not installed")
+def test_dvc_exp_run_sets_a_parameter_and_exp_show_compares_it(tmp_path):
+    proj, env = copy_project(tmp_path)
+    env = dict(env, GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t", GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@t")
+    for cmd in (["git", "init", "-q"], [str(DVC), "init", "-q"], [str(DVC), "repro"], ["git", "add", "-A"],
+                ["git", "commit", "-qm", "baseline"]):
+        r = _run(proj, env, *cmd)
+        assert r.returncode == 0, (cmd, (r.stdout + r.stderr)[-3000:])
+    r = _run(proj, env, str(DVC), "exp", "run", "-S", "train.mask_unet.epochs=2", "-n", "two-epochs")
+    assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
+    ran = {line.split("'")[1] for line in r.stdout.splitlines() if line.startswith("Running stage")}
+    assert "train@mask_unet" in ran and "train@paper_ae" not in ran and "download" not in ran
+    show = json.loads(_run(proj, env, str(DVC), "exp", "show", "--json").stdout)
+    text = json.dumps(show)
+    assert "two-epochs" in text and re.search(r'"epochs_run":\s*2\b', text)  # mask_unet's dvclive summary
+    plots = _run(proj, env, str(DVC), "plots", "diff", "two-epochs", "--json")
+    assert plots.returncode == 0 and "val_masked_psnr" in plots.stdout

@@ -1,44 +1,112 @@
-"""The front page's targets table (lib/unmasking/report.py)."""
+"""The report stage's tables and targets (lib/unmasking/report.py), and the README block it writes."""
+
+import json
 
 import pytest
 
+from conftest import ROOT
 from unmasking import report
 
 
-def _metrics(masked_psnr=22.0, identity=0.9, worst=19.0):
-    test = {"masked_input": {"identity_match_rate": 0.8},
-            "mask_unet": {"masked_psnr": masked_psnr, "psnr": 30.5, "ssim": 0.93, "accuracy_paper": 0.997,
-                          "identity_match_rate": identity}}
-    rob = {"default-mask": {"mask_unet": {"masked_psnr": 22.0}}, "cloth": {"mask_unet": {"masked_psnr": worst}}}
-    return {"test": test, "robustness": rob}
+def _m(**v):
+    return {k: v[k] for k in v}
+
+
+def _result(masked_psnr=22.0, same=0.9, verif=0.5, worst=19.0, gan_detail=0.85, gan_c2st=0.3, unet_c2st=0.9,
+            gan_psnr=21.0, gan_verif=0.5, detection=0.99, photo_psnr=21.7):
+    test = {"masked_input": _m(same_photo_match_rate=0.8, verification_rate=0.3, masked_psnr=9.0),
+            "mask_unet": _m(masked_psnr=masked_psnr, psnr=30.5, ssim=0.93, accuracy_paper=0.997,
+                            same_photo_match_rate=same, verification_rate=verif, c2st_distance=unet_c2st,
+                            detail_ratio=0.2),
+            "mask_gan": _m(masked_psnr=gan_psnr, detail_ratio=gan_detail, c2st_distance=gan_c2st,
+                           verification_rate=gan_verif)}
+    sets = {"test": {"n": 600, "methods": test},
+            "indomain/default-mask": {"n": 9, "methods": {"mask_unet": _m(masked_psnr=22.0, c2st_distance=unet_c2st),
+                                                          "mask_gan": _m(masked_psnr=21.0, detail_ratio=gan_detail,
+                                                                         c2st_distance=gan_c2st)}},
+            "indomain/cloth": {"n": 9, "methods": {"mask_unet": _m(masked_psnr=worst)}},
+            "photos": {"n": 590, "detection_rate": detection, "methods": {"mask_unet": _m(masked_psnr=photo_psnr)}}}
+    return {"sets": sets, "comparisons": {}}
+
+
+def _rows(**kw):
+    return {r["target"]: r for r in report.targets(_result(**kw))}
 
 
 def test_targets_give_the_margin_and_whether_each_is_met():
-    rows = {r["target"].removesuffix(" on the test split"): r for r in report.targets(_metrics(), "mask_unet")}
-    assert rows["masked_psnr"]["margin"] == pytest.approx(-0.5) and not rows["masked_psnr"]["met"]
-    assert rows["psnr"]["margin"] == pytest.approx(0.5) and rows["psnr"]["met"]
-    assert rows["ssim"]["margin"] == pytest.approx(-0.01) and not rows["ssim"]["met"]
-    assert rows["accuracy_paper"]["met"]  # exactly on the bound counts as met
-    assert rows["identity_match_rate"]["margin"] == pytest.approx(0.1) and rows["identity_match_rate"]["met"]
-    robust = [r for r in report.targets(_metrics(), "mask_unet") if "robustness" in r["target"]]
+    rows = _rows()
+    assert rows["mask_unet masked_psnr (test)"]["margin"] == pytest.approx(-0.5)
+    assert not rows["mask_unet masked_psnr (test)"]["met"]
+    assert rows["mask_unet psnr (test)"]["met"] and rows["mask_unet accuracy_paper (test)"]["met"]  # on the bound
+    assert rows["mask_unet same_photo_match_rate (test)"]["margin"] == pytest.approx(0.1)
+    assert rows["mask_unet verification_rate (test)"]["met"]
+    robust = [r for t, r in rows.items() if "generated-face template" in t]
     assert len(robust) == 1 and "cloth" in robust[0]["target"] and robust[0]["margin"] == pytest.approx(1.0)
 
 
 def test_identity_must_be_strictly_above_the_masked_input():
-    rows = report.targets(_metrics(identity=0.8), "mask_unet")
-    assert not [r for r in rows if r["target"].startswith("identity")][0]["met"]
+    assert not _rows(verif=0.3)["mask_unet verification_rate (test)"]["met"]
+
+
+def test_the_perception_model_targets():
+    rows = _rows()
+    assert rows["mask_gan detail_ratio (test)"]["met"] and rows["mask_gan detail_ratio (generated)"]["met"]
+    assert rows["mask_gan realism distance (test)"]["margin"] == pytest.approx(0.15)
+    assert rows["mask_gan masked_psnr (test)"]["margin"] == pytest.approx(0.5)
+    assert rows["mask_gan verification_rate (test)"]["met"]  # no worse counts
+    assert not _rows(gan_c2st=0.5)["mask_gan realism distance (test)"]["met"]
+    assert not _rows(gan_psnr=20.4)["mask_gan masked_psnr (test)"]["met"]
+    key = "mask_unet stays the distortion-optimal model: masked_psnr above mask_gan's (test)"
+    assert rows[key]["met"] and not _rows(gan_psnr=22.0)[key]["met"]
+
+
+def test_the_photo_targets():
+    rows = _rows()
+    assert rows["masked faces found in the test photos (detection rate)"]["met"]
+    assert rows["mask_unet masked_psnr at photo resolution (test photos)"]["margin"] == pytest.approx(0.2)
+    assert not _rows(detection=0.97)["masked faces found in the test photos (detection rate)"]["met"]
 
 
 def _default_only(masked_psnr, base=None):
-    return {"test": {"masked_input": base or {"identity_match_rate": 0.8}, "mask_unet": {"masked_psnr": masked_psnr}}}
+    return {"sets": {"test": {"methods": {"masked_input": base or _result()["sets"]["test"]["methods"]["masked_input"],
+                                          "mask_unet": {"masked_psnr": masked_psnr}}}}}
 
 
 def test_the_cost_of_the_mix_needs_the_default_only_evaluation_on_the_same_test_pairs():
-    assert not any("mix" in r["target"] for r in report.targets(_metrics(), "mask_unet"))
-    other_pairs = _default_only(22.4, {"identity_match_rate": 0.75})  # measured on another test split
-    assert not any("mix" in r["target"] for r in report.targets(_metrics(), "mask_unet", other_pairs))
-    rows = report.targets(_metrics(), "mask_unet", _default_only(22.4))
+    assert not any("mix" in r["target"] for r in report.targets(_result()))
+    other_pairs = _default_only(22.4, {"verification_rate": 0.1})  # measured on another test split
+    assert not any("mix" in r["target"] for r in report.targets(_result(), {"default-only": other_pairs}))
+    rows = report.targets(_result(), {"default-only": _default_only(22.4)})
     mix = [r for r in rows if "mix" in r["target"]][0]
     assert mix["value"] == pytest.approx(0.4) and mix["margin"] == pytest.approx(-0.1) and not mix["met"]
-    rows = report.targets(_metrics(), "mask_unet", _default_only(22.2))
-    assert [r for r in rows if "mix" in r["target"]][0]["met"]
+
+
+def test_a_table_renders_as_markdown_and_html():
+    t = report.Table("T", ["a", "b"], [("row", ["1", "2"])], note="n")
+    assert t.markdown().splitlines()[:3] == ["### T", "", "n"] and "| row | 1 | 2 |" in t.markdown()
+    assert "<th>row</th><td>1</td><td>2</td>" in t.html()
+    assert report.with_ci({"x": 1.5, "x_ci95": [1.25, 1.75]}, "x") == "1.5000 [1.2500, 1.7500]"
+
+
+def test_the_readme_block_is_what_the_report_stage_writes():
+    """README.md's results block equals what the report stage would write from the committed metrics."""
+    metrics = json.loads((ROOT / "reports" / "metrics.json").read_text())
+    text = (ROOT / "README.md").read_text()
+    block = text.split(report.README_START, 1)[1].split(report.README_END, 1)[0]
+    assert block == "\n" + report.readme_block(metrics)
+
+
+def test_update_readme_replaces_only_the_block(tmp_path):
+    f = tmp_path / "README.md"
+    f.write_text(f"# T\n\nbefore\n{report.README_START}\nold\n{report.README_END}\nafter\n")
+    assert report.update_readme(f, "new\n")
+    assert f.read_text() == f"# T\n\nbefore\n{report.README_START}\nnew\n{report.README_END}\nafter\n"
+    assert not report.update_readme(f, "new\n")
+    f.write_text("no markers")
+    with pytest.raises(ValueError, match="markers"):
+        report.update_readme(f, "x")
+
+
+def test_results_md_is_what_the_report_stage_writes():
+    inp = report.load_inputs(ROOT / "reports", ROOT / "models", ["paper_ae", "mask_unet", "mask_gan"])
+    assert (ROOT / "reports" / "RESULTS.md").read_text() == report.results_markdown(inp)

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 import yaml
 
-from unmasking import data, params as P
-
 from conftest import ROOT, make_fml, tiny_params
+from unmasking import data
+from unmasking import params as P
 
 
 @pytest.fixture(scope="module")
@@ -42,19 +42,29 @@ def _weights(path: Path):
     return models.load(path).get_weights()
 
 
-@pytest.mark.parametrize("name", ["paper_ae", "mask_unet"])
+@pytest.mark.parametrize("name", ["paper_ae", "mask_unet", "mask_gan"])
 def test_one_step_writes_weights_card_and_history(tmp_path, subset, name):
     from unmasking import train
 
-    card = train.train_model(name, _train_params(tmp_path), subset, tmp_path / "models", tmp_path / "reports", 1, 32,
-                             log=lambda *_: None)
+    tp = _train_params(tmp_path)
+    if name == "mask_gan":  # it starts from the trained mask_unet
+        train.train_model("mask_unet", tp, subset, tmp_path / "models", tmp_path / "reports", 1, 32,
+                          log=lambda *_: None)
+    card = train.train_model(name, tp, subset, tmp_path / "models", tmp_path / "reports", 1, 32, log=lambda *_: None)
     assert (tmp_path / "models" / f"{name}.keras").is_file()
     saved = json.loads((tmp_path / "models" / f"{name}.json").read_text())
     assert saved == card and card["epochs_run"] == 1 and card["train_pairs"] > 0 and card["val_pairs"] > 0
     assert card["data_source"] == "local" and card["wall_time_s"] > 0 and card["train_images_per_s"] > 0
+    assert card["device"].startswith("CPU") and card["validation"]["pairs"] == card["val_pairs"]
+    assert set(card["validation"]) >= {"one_pass", "flip_averaged", "flip_gain_masked_psnr"}
     hist = train.read_history(tmp_path / "reports", name)
     assert len(hist) == 1 and np.isfinite(hist[0]["val_masked_l1"])
+    live = json.loads((tmp_path / "reports" / "train" / name / "metrics.json").read_text())
+    assert live["epochs_run"] == 1 and live["selected_epoch"] == 1  # dvclive's summary, for dvc exp show
     assert not (tmp_path / "models" / "checkpoints" / name).exists()
+    from unmasking import models
+
+    assert models.load(tmp_path / "models" / f"{name}.keras").name == name
 
 
 def test_training_never_reads_the_test_split(tmp_path, subset, monkeypatch):
@@ -62,8 +72,10 @@ def test_training_never_reads_the_test_split(tmp_path, subset, monkeypatch):
 
     seen = []
     real = data.load_pairs
-    monkeypatch.setattr(data, "load_pairs", lambda d, splits=("train",), **kw: seen.append(tuple(splits)) or real(d, splits, **kw))
-    train.train_model("paper_ae", _train_params(tmp_path), subset, tmp_path / "m", tmp_path / "r", 1, 32, log=lambda *_: None)
+    monkeypatch.setattr(data, "load_pairs",
+                        lambda d, splits=("train",), **kw: seen.append(tuple(splits)) or real(d, splits, **kw))
+    train.train_model("paper_ae", _train_params(tmp_path), subset, tmp_path / "m", tmp_path / "r", 1, 32,
+                      log=lambda *_: None)
     assert seen and all("test" not in s for s in seen)
 
 
@@ -115,11 +127,15 @@ def test_kill_mid_epoch_resumes_from_the_last_checkpoint(tmp_path, subset):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("name", ["paper_ae", "mask_unet"])
+@pytest.mark.parametrize("name", ["paper_ae", "mask_unet", "mask_gan"])
 def test_resume_after_a_kill_matches_an_uninterrupted_run(tmp_path, subset, name):
     from unmasking import train
 
     tp = _train_params(tmp_path, epochs=2, steps=2)
+    if name == "mask_gan":  # both runs start from the same trained mask_unet
+        for d in ("full", "resumed"):
+            train.train_model("mask_unet", dict(tp, mask_unet=dict(tp["mask_unet"], epochs=1)), subset, tmp_path / d,
+                              tmp_path / f"r{d}", 1, 32, log=lambda *_: None)
     train.train_model(name, tp, subset, tmp_path / "full", tmp_path / "rep_full", 1, 32, log=lambda *_: None)
     r = subprocess.run([sys.executable, "-c", KILL_AFTER_FIRST_EPOCH, json.dumps(tp), name, str(subset),
                         str(tmp_path / "resumed"), str(tmp_path / "rep_resumed")], capture_output=True, text=True,
@@ -137,6 +153,21 @@ def test_resume_after_a_kill_matches_an_uninterrupted_run(tmp_path, subset, name
     h_full = train.read_history(tmp_path / "rep_full", name)
     h_res = train.read_history(tmp_path / "rep_resumed", name)
     assert [round(h["val_loss"], 5) for h in h_full] == [round(h["val_loss"], 5) for h in h_res]
+    assert len(h_res) == 2
+
+
+def test_a_checkpoint_of_other_code_is_not_resumed(tmp_path, subset, monkeypatch):
+    from unmasking import train
+
+    tp = _train_params(tmp_path, epochs=2, steps=2)
+    r = subprocess.run([sys.executable, "-c", KILL_AFTER_FIRST_EPOCH, json.dumps(tp), "paper_ae", str(subset),
+                        str(tmp_path / "m"), str(tmp_path / "r")], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 9, r.stderr[-2000:]
+    monkeypatch.setattr(train, "code_hash", lambda: "another model or loss")
+    logs = []
+    card = train.train_model("paper_ae", tp, subset, tmp_path / "m", tmp_path / "r", 1, 32, log=logs.append)
+    assert any("another configuration or code; starting over" in line for line in logs)
+    assert not any("resuming" in line for line in logs) and card["epochs_run"] == 2
 
 
 def test_same_seed_same_weights(tmp_path, subset):
@@ -155,7 +186,7 @@ ONE_STEP = textwrap.dedent("""
     {setup}
     from unmasking import train
     tp = json.loads(sys.argv[1])
-    for name in ("paper_ae", "mask_unet"):
+    for name in ("paper_ae", "mask_unet", "mask_gan"):
         card = train.train_model(name, tp, Path(sys.argv[2]), Path(sys.argv[3]), Path(sys.argv[4]), 1, 32)
         print("OK", name, card["backend"])
 """)
@@ -172,7 +203,7 @@ def test_each_installed_backend_trains_one_step(tmp_path, subset, backend):
     r = subprocess.run([sys.executable, "-c", ONE_STEP.format(setup=""), json.dumps(tp), str(subset),
                         str(tmp_path / "m"), str(tmp_path / "r")], capture_output=True, text=True, env=env, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
-    assert f"OK mask_unet {backend}" in r.stdout
+    assert f"OK mask_unet {backend}" in r.stdout and f"OK mask_gan {backend}" in r.stdout
 
 
 def test_data_parallel_on_two_logical_cpus(tmp_path, subset):

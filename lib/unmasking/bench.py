@@ -13,8 +13,12 @@ Measured in one run on this machine:
   wide (how far thin convolutions are from wide ones); the fastest of these is the practical ceiling that the
   models' share is measured against;
 * inference: images/s batched, and milliseconds for one photo through ``unmask predict`` (detect, crop, predict,
-  paste back);
+  paste back): the first generated face of ``download.indomain_faces``, masked with the project's white surgical mask;
 * the wall time of each pipeline stage, read from the last ``make repro`` log (``reports/repro.log``).
+
+``mask_gan``'s FLOPs per training image count what one GAN step runs per image: the generator once forward (the
+fakes for the discriminator) and once forward and backward (its own step), the discriminator forward and backward on
+a real and a fake image and once more forward and backward in the generator's step: 4 F_G + 9 F_D.
 """
 
 from __future__ import annotations
@@ -31,8 +35,8 @@ from typing import Any
 
 import numpy as np
 
-from unmasking import paths
 from unmasking import params as P
+from unmasking import paths
 
 
 def conv_flops(model) -> int:
@@ -74,19 +78,26 @@ def matmul_gflops(n: int = 2048, repeats: int = 5) -> float:
     return 2 * n**3 / best_seconds(lambda: ops.convert_to_numpy(ops.matmul(a, a)), repeats) / 1e9
 
 
-def bench_training(name: str, cfg: dict, image_size: int, batch_size: int, n_images: int) -> dict[str, Any]:
-    from unmasking import models, train
+def bench_training(name: str, tp: dict, image_size: int, batch_size: int, n_images: int) -> dict[str, Any]:
+    from unmasking import gan, models, train
 
     train.seed_everything(0)
-    model = models.build(name, image_size, cfg)
     rng = np.random.default_rng(0)
     x = rng.integers(0, 255, (n_images, image_size, image_size, 3), dtype=np.uint8)
     y = x.copy()
     y[:, image_size // 2 :] = 255 - y[:, image_size // 2 :]
     ds = train.PairBatches(x, y, batch_size, 0, mask_target=models.needs_mask_target(name))
-    train.train_epoch(model, ds, 0)  # warm-up: tracing and compilation
+    if name == "mask_gan":
+        trainer = gan.GanTrainer(image_size, tp["mask_unet"], tp["mask_gan"], len(ds))
+        model = trainer.generator
+        flops = 4 * conv_flops(model) + 9 * conv_flops(trainer.disc)
+    else:
+        trainer = train.SingleTrainer(models.build(name, image_size, tp[name]))
+        model = trainer.model
+        flops = 3 * conv_flops(model)
+    trainer.train_epoch(ds, 0)  # warm-up: tracing and compilation
     t, cpu = time.perf_counter(), os.times()
-    train.train_epoch(model, ds, 1)  # the training stage's own loop
+    trainer.train_epoch(ds, 1)  # the training stage's own loop
     dt = time.perf_counter() - t
     cpu_s = sum(os.times()[:2]) - sum(cpu[:2])  # this process's user + system CPU time in that epoch
     ds.set_epoch(1)
@@ -95,7 +106,6 @@ def bench_training(name: str, cfg: dict, image_size: int, batch_size: int, n_ima
         ds[i]
     input_s = time.perf_counter() - t
     ips = n_images / dt
-    flops = 3 * conv_flops(model)
     t = time.perf_counter()
     model.predict(ds.x, batch_size=64, verbose=0)
     infer = n_images / (time.perf_counter() - t)
@@ -117,20 +127,18 @@ def conv_gflops(widths: tuple[int, ...] = (16, 64, 256), size: int = 64, batch: 
         model = keras.Sequential([keras.Input((size, size, c)), keras.layers.Conv2D(c, 3, padding="same")])
         model.compile(optimizer="sgd", loss="mse")
         x = rng.random((batch, size, size, c), dtype=np.float32)
-        seconds = best_seconds(lambda: model.train_on_batch(x, x), repeats)
+        seconds = best_seconds(lambda m=model, x=x: m.train_on_batch(x, x), repeats)
         out[str(c)] = round(3 * 2 * 9 * c * c * size * size * batch / seconds / 1e9, 1)
     return out
 
 
 def bench_synthesis(faces_dir: Path, mask: str, n: int, image_size: int, workers: int) -> dict[str, Any]:
-    from unmasking import data
+    from unmasking import data, masks
 
-    from unmasking import masks
-
-    library = masks.find_templates(mask) if mask else {}
+    library = masks.find_templates(mask) if mask else masks.drawn_templates()
     t = time.perf_counter()
     found = data.find_faces(faces_dir, n, 0, True, workers, progress=False)
-    names = [sorted(library)[0] if library else "drawn"] * len(found.faces)
+    names = [sorted(library)[0]] * len(found.faces)
     pairs, _ = data.mask_faces(found, names, library, image_size, workers, progress=False)
     dt = time.perf_counter() - t
     used = sum(p is not None for p in pairs)
@@ -163,16 +171,19 @@ def bench_local_copy(n: int, image_size: int, workers: int, side: int = 1024) ->
 
 
 def bench_predict_photo(weights: Path | None, photo: Path | None, repeats: int = 5) -> dict[str, Any] | None:
-    """Milliseconds for one photo through ``unmask predict`` (model loaded once, as in a batch run)."""
-    from unmasking import cli, images
+    """Milliseconds for one photo through ``unmask predict`` (model loaded once, as in a batch run): the photo masked
+    with the project's white surgical mask."""
+    from unmasking import cli, data, images, masks, models, photos, shipped
 
     if photo is None or not photo.is_file():
         return None
     model, wpath = cli.load_weights(weights)
-    img = images.read_rgb(photo)
+    u = images.read_rgb(photo)
+    img = masks.apply_mask(u, data.find_landmarks(u), masks.drawn_templates()["surgical-white"])
+    flip = models.flip_averaged(model, shipped.settings())
 
     def once():
-        return cli.unmask_image(model, img, "detect")
+        return photos.unmask_image(model, img, flip, masked=shipped.masked_detector())
 
     once()
     t = time.perf_counter()
@@ -186,7 +197,7 @@ def stage_times(log: Path) -> dict[str, Any] | None:
     """Wall time of each stage from a ``make repro`` log (lines ``stage NAME: N s``)."""
     if not log.is_file():
         return None
-    times = {m.group(1): float(m.group(2)) for m in re.finditer(r"^stage (\w+): (\d+) s", log.read_text(), re.M)}
+    times = {m.group(1): float(m.group(2)) for m in re.finditer(r"^stage ([\w ]+?): (\d+) s", log.read_text(), re.M)}
     return {"from": str(log.relative_to(paths.PROJ_ROOT)) if log.is_relative_to(paths.PROJ_ROOT) else str(log),
             "seconds": times, "total_s": round(sum(times.values()), 1)} if times else None
 
@@ -215,8 +226,8 @@ def run(params_file: Path | None, out: Path, faces: Path | None, n_synth: int, n
     result["ceiling_gflops"] = max(result["matmul_gflops"], result["numpy_matmul_gflops"],
                                    *result["conv3x3_train_gflops_by_width"].values())
     result["training"] = {}
-    for name in tp["models"]:
-        r = bench_training(name, tp[name], size, tp["batch_size"], n_train)
+    for name in p["evaluate"]["models"]:
+        r = bench_training(name, tp, size, tp["batch_size"], n_train)
         r["share_of_ceiling"] = round(r["train_gflops_achieved"] / result["ceiling_gflops"], 3)
         result["training"][name] = r
     try:
@@ -263,11 +274,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n-local", type=int, default=200)
     ap.add_argument("--n-train", type=int, default=320)
     ap.add_argument("--weights", type=Path, default=None)
-    ap.add_argument("--photo", type=Path, default=paths.SHARED_STYLEGAN_DIR / "0001.jpg")
+    ap.add_argument("--photo", type=Path, default=None, help="a face photo (default: the first generated face of "
+                    "download.indomain_faces)")
     ap.add_argument("--log", type=Path, default=paths.REPORTS_DIR / "repro.log")
     args = ap.parse_args(argv)
-    r = run(args.params, args.out, args.faces, args.n_synth, args.n_local, args.n_train, args.weights, args.photo,
-            args.log)
+    photo = args.photo
+    if photo is None:
+        dl = P.load(args.params)["download"]
+        folder = paths.resolve(dl["indomain_faces"]) if dl["indomain_faces"] else None
+        from unmasking import images
+
+        files = sorted(f for f in folder.rglob("*") if images.is_image_name(f.name)) \
+            if folder and folder.is_dir() else []
+        photo = files[0] if files else None
+    r = run(args.params, args.out, args.faces, args.n_synth, args.n_local, args.n_train, args.weights, photo, args.log)
     print_table(r)
     print(f"wrote {args.out}")
     return 0

@@ -97,6 +97,6 @@ def build_all(data_dir: Path, models_dir: Path, names: list[str], params: dict[s
         note = notice_png("no generated-face test set (download.indomain_faces is empty)")
         figs = {"Generated faces, one per mask template": note,
                 "The masked region of generated faces: true face, mask_unet, mask_gan": note}
-    for (title, png), name in zip(figs.items(), ("triplets-generated.png", "mouths-generated.png")):
+    for png, name in zip(figs.values(), ("triplets-generated.png", "mouths-generated.png")):
         (out_dir / name).write_bytes(png)
     return figs

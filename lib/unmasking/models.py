@@ -39,7 +39,8 @@ def learning_rate(cfg: dict, steps_per_epoch: int | None = None):
     5 % of it over all ``epochs`` x ``steps_per_epoch`` steps."""
     lr = cfg["learning_rate"]
     if cfg.get("lr_schedule", "constant") == "cosine" and steps_per_epoch:
-        return keras.optimizers.schedules.CosineDecay(lr, decay_steps=max(1, cfg["epochs"] * steps_per_epoch), alpha=0.05)
+        return keras.optimizers.schedules.CosineDecay(lr, decay_steps=max(1, cfg["epochs"] * steps_per_epoch),
+                                                      alpha=0.05)
     return lr
 
 

@@ -36,7 +36,8 @@ def progress(total: int, desc: str, enabled: bool = True):
 
 
 def ordered_map_with_progress(fn: Callable[[Any], Any], items: Iterable[Any], total: int, desc: str, workers: int,
-                              progress_bar: bool = True, initializer=None, initargs=(), chunksize: int = 8) -> list[Any]:
+                              progress_bar: bool = True, initializer=None, initargs=(), chunksize: int = 8
+                              ) -> list[Any]:
     """``ordered_map`` collected into a list, with a progress bar of ``total`` steps."""
     out = []
     with progress(total, desc, progress_bar) as bar:

@@ -93,7 +93,8 @@ def _image_size(key: str, v: Any) -> None:
 
 def _filters(n: int) -> Callable[[str, Any], None]:
     def check(key: str, v: Any) -> None:
-        if not isinstance(v, list) or len(v) != n or not all(isinstance(f, int) and not isinstance(f, bool) and f > 0 for f in v):
+        if not isinstance(v, list) or len(v) != n or \
+                not all(isinstance(f, int) and not isinstance(f, bool) and f > 0 for f in v):
             raise ParamsError(f"{key}: expected a list of {n} positive integers, got {v!r}")
 
     return check
@@ -282,7 +283,7 @@ def set_values(assignments: list[str], path: str | Path | None = None) -> None:
             node, pnode = node[part], pnode[part]
         if leaf not in pnode:
             raise ParamsError(f"{key}: unknown parameter")
-        node[leaf] = value
+        node[leaf] = _flow(value, node[leaf])
         pnode[leaf] = value
     validate(plain)
     with path.open("w") as f:
@@ -303,8 +304,31 @@ def source_assignments(source: str, where: str = "", **keys: Any) -> list[str]:
     values = {**SOURCE_DEFAULTS, **{k: v for k, v in keys.items() if v not in (None, "", [])}, "source": source}
     if source != "kaggle":
         values[source] = where
-    return [f"download.{k}={yaml.safe_dump(values[k], default_flow_style=True, width=4096).strip().removesuffix('...').strip()}"
-            for k in SOURCE_KEYS]
+    return [f"download.{k}={_dump(values[k])}" for k in SOURCE_KEYS]
+
+
+def _dump(value: Any) -> str:
+    """A value as the right-hand side of a ``section.key=value`` assignment (one line of YAML)."""
+    return yaml.safe_dump(value, default_flow_style=True, width=4096).strip().removesuffix("...").strip()
+
+
+def _flow(value: Any, old: Any) -> Any:
+    """A list as a one-line ``[a, b]`` sequence that keeps the comments of the value it replaces (ruamel moves the
+    comments after a list around when a block list replaces a flow one)."""
+    if not isinstance(value, list):
+        return value
+    from ruamel.yaml.comments import CommentedSeq
+
+    seq = CommentedSeq(value)
+    seq.fa.set_flow_style()
+    if isinstance(old, CommentedSeq):
+        seq.ca.comment = old.ca.comment
+        seq.ca.end = old.ca.end
+        if old.ca.items and len(old):
+            last = old.ca.items.get(len(old) - 1)
+            if last and value:
+                seq.ca.items[len(value) - 1] = last
+    return seq
 
 
 def profile_assignments(path: str | Path) -> list[str]:
@@ -316,8 +340,7 @@ def profile_assignments(path: str | Path) -> list[str]:
         raise ParamsError(f"{path}: no such profile") from None
     if not isinstance(doc, dict) or not doc:
         raise ParamsError(f"{path}: a profile is a mapping of section.key: value")
-    return [f"{k}={yaml.safe_dump(v, default_flow_style=True, width=4096).strip().removesuffix('...').strip()}"
-            for k, v in doc.items()]
+    return [f"{k}={_dump(v)}" for k, v in doc.items()]
 
 
 def main(argv: list[str] | None = None) -> int:

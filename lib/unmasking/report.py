@@ -272,8 +272,9 @@ def reading(result: dict[str, Any]) -> str:
         if m == "masked_input" or s.get("verification_rate") is None:
             continue
         lines.append(f"* `{m}`: verified against another photo of the person for {s['verification_rate']:.1%} of the "
-                     f"{s['verification_n']} test faces that have one (masked input: {base.get('verification_rate', 0):.1%}"
-                     f"); same-photo match {s.get('same_photo_match_rate', 0):.1%} (masked input: "
+                     f"{s['verification_n']} test faces that have one (masked input: "
+                     f"{base.get('verification_rate', 0):.1%}); same-photo match "
+                     f"{s.get('same_photo_match_rate', 0):.1%} (masked input: "
                      f"{base.get('same_photo_match_rate', 0):.1%}).")
     ceil = (_set(result, "test") or {}).get("verification_ceiling")
     if ceil:

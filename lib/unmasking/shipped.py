@@ -75,7 +75,8 @@ def describe(weights_dir: Path | None = None) -> str:
         lines.append(f"{name}{' (default)' if name == ix['default'] else ''}: {c.get('parameters')} parameters, "
                      f"{c.get('image_size')} px, trained on {c.get('device', c.get('backend'))}, validation masked "
                      f"PSNR {c.get('chosen_by_score', float('nan')):.2f} dB (per image, as predicted in use), "
-                     f"epoch kept {c.get('best_epoch')} (pooled val masked L1 {val.get('val_masked_l1', float('nan')):.4f})")
+                     f"epoch kept {c.get('best_epoch')} (pooled val masked L1 "
+                     f"{val.get('val_masked_l1', float('nan')):.4f})")
     return "\n".join(lines)
 
 
@@ -105,9 +106,13 @@ def ship(models_dir: Path, names: list[str], evaluate_params: dict[str, Any], ou
     det_card = Path(models_dir) / "masked_faces.json"
     if det_card.is_file():
         (out_dir / "masked_faces.json").write_text(det_card.read_text())
+    from unmasking import params as P
+
+    speed_only = {k.split(".", 1)[1] for k in P.PERFORMANCE_KEYS if k.startswith("evaluate.")}
     ix = {"default": default, "chosen_by": "the highest mean per-image masked-region PSNR on the validation split, "
           "as each model is predicted in use (model card: validation)", "models": cards,
-          "masked_face_detector": shipped_detector, "evaluate": evaluate_params}
+          "masked_face_detector": shipped_detector,
+          "evaluate": {k: v for k, v in evaluate_params.items() if k not in speed_only}}
     (out_dir / INDEX).write_text(json.dumps(ix, indent=2) + "\n")
     return ix
 

@@ -17,7 +17,8 @@ N_BOOT = 1000
 LEVEL = 0.95
 
 
-def bootstrap_ci(values, n_boot: int = N_BOOT, seed: int = 0, level: float = LEVEL) -> tuple[float | None, float | None]:
+def bootstrap_ci(values, n_boot: int = N_BOOT, seed: int = 0, level: float = LEVEL
+                 ) -> tuple[float | None, float | None]:
     """The ``level`` percentile-bootstrap interval of the mean of ``values`` (NaNs dropped); (None, None) if empty."""
     x = np.asarray(values, np.float64)
     x = x[np.isfinite(x)]

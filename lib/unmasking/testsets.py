@@ -12,8 +12,8 @@ The study's sets (``study_sets``), in this order:
 * ``indomain/<template>`` -- the generated faces, masked with each template of ``download.robustness_masks``.
 
 Identity against another photo of the same person (verification) is scored on ``test``, ``test_detected`` and
-``photos`` wherever ``data/photos`` holds a reference photo; the realism test (``metrics.c2st``) runs on ``test`` and the
-first generated-face set.
+``photos`` wherever ``data/photos`` holds a reference photo; the realism test (``metrics.c2st``) runs on ``test`` and
+the first generated-face set.
 
 ``folder_sets`` makes the sets of a user's folder in Face Mask Lite layout for ``unmask evaluate``: crops found on the
 unmasked image (the masked region from ``metrics.lossy_region`` when either image is a JPEG), or with ``photos`` the

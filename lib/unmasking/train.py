@@ -34,7 +34,8 @@ import keras  # noqa: E402
 
 from unmasking import data, images, metrics, models, paths  # noqa: E402
 
-HISTORY_KEYS = ("loss", "val_loss", "val_mse", "val_masked_l1", "val_masked_psnr", "seconds", "images_per_s")
+HISTORY_KEYS = ("loss", "val_loss", "val_mse", "val_masked_l1", "val_masked_psnr", "val_detail_ratio", "seconds",
+                "images_per_s")
 CODE_FILES = ("models.py", "gan.py", "train.py")  # a checkpoint resumes only under the same model and loss code
 
 
@@ -125,10 +126,12 @@ class _EpochState:
         pred = model.predict(x, batch_size=self.batch_size, verbose=0)
         val_loss = float(keras.ops.convert_to_numpy(keras.ops.mean(self.trainer.loss_fn(self.val["target"], pred))))
         m = metrics.batch_region_metrics(pred[..., :3], u, masked_u8.astype(np.float32) / 255.0)
+        detail = [metrics.detail_ratio(p, t, r) for p, t, r in zip(pred[..., :3], u, self.val["regions"])]
         row = {"epoch": epoch + 1, "loss": float(loss), "val_loss": val_loss,
                "val_mse": m["mse"], "val_masked_l1": m.get("masked_l1", float("nan")),
-               "val_masked_psnr": m.get("masked_psnr", float("nan")), "seconds": round(seconds, 2),
-               "images_per_s": round(seen / seconds, 2) if seconds else float("nan")}
+               "val_masked_psnr": m.get("masked_psnr", float("nan")),
+               "val_detail_ratio": float(np.nanmean(detail)) if np.isfinite(detail).any() else float("nan"),
+               "seconds": round(seconds, 2), "images_per_s": round(seen / seconds, 2) if seconds else float("nan")}
         st = self.state
         st["history"].append(row)
         st["epoch"] = epoch + 1
@@ -150,7 +153,8 @@ class _EpochState:
         log_epochs(self.live_dir, st)
         self.log(f"[{self.name}] epoch {epoch + 1}: loss {row['loss']:.4f}  val_loss {val_loss:.4f}  "
                  f"val_mse {m['mse']:.5f}  val_masked_l1 {row['val_masked_l1']:.4f}  "
-                 f"val_masked_psnr {row['val_masked_psnr']:.2f} dB  {row['images_per_s']:.1f} img/s"
+                 f"val_masked_psnr {row['val_masked_psnr']:.2f} dB  val_detail_ratio {row['val_detail_ratio']:.3f}  "
+                 f"{row['images_per_s']:.1f} img/s"
                  + ("  (best)" if improved and self.trainer.select == "best" else ""))
         return st["stopped_early"]
 
@@ -213,7 +217,8 @@ def log_epochs(live_dir: Path, state: dict[str, Any]) -> None:
             for k in HISTORY_KEYS:
                 live.log_metric(k, row[k])
         best = next((r for r in state["history"] if r["epoch"] == state["best_epoch"]), {})
-        live.summary.update({f"selected_{k}": best.get(k) for k in ("val_loss", "val_masked_l1", "val_masked_psnr")})
+        live.summary.update({f"selected_{k}": best.get(k) for k in ("val_loss", "val_masked_l1", "val_masked_psnr",
+                                                                     "val_detail_ratio")})
         live.summary.update({"epochs_run": state["epoch"], "selected_epoch": state["best_epoch"]})
 
 
@@ -388,7 +393,9 @@ def train_model(name: str, train_params: dict[str, Any], subset_dir: Path, model
         log(f"[{name}] resuming after epoch {state['epoch']} from {ckpt}")
     model = trainer.model
     val_ds = PairBatches(va["masked"], va["unmasked"], bs, seed, shuffle=False, mask_target=mask_target)
-    val = {"x": val_ds.x, "y": va["unmasked"].astype(np.float32) / 255.0, "target": val_ds.y, "masked": va["masked"]}
+    val = {"x": val_ds.x, "y": va["unmasked"].astype(np.float32) / 255.0, "target": val_ds.y, "masked": va["masked"],
+           "regions": metrics.region(va["masked"].astype(np.float32) / 255.0,
+                                     va["unmasked"].astype(np.float32) / 255.0)}
     live_dir = reports_dir / "train" / name
     epochs_state = _EpochState(name, trainer, ds, val, ckpt, state, train_params["patience"], live_dir, bs, log)
     t0 = time.perf_counter()

@@ -123,7 +123,8 @@ def index_fml(names: Iterable[str]) -> FmlIndex:
             if match is None:
                 unpaired_m.append(n)
                 continue
-            u = (PurePosixPath(parent) / FML_UNMASKED / match[1]).as_posix() if parent != "." else f"{FML_UNMASKED}/{match[1]}"
+            u = (PurePosixPath(parent) / FML_UNMASKED / match[1]).as_posix() if parent != "." \
+                else f"{FML_UNMASKED}/{match[1]}"
             pairs.append((n, u, match[0]))
             used_u.add(u)
     all_u = sorted(((PurePosixPath(p) / FML_UNMASKED / f).as_posix() if p != "." else f"{FML_UNMASKED}/{f}")

@@ -189,7 +189,8 @@ def mask_faces(found: FoundFaces, names: list[str], templates: dict[str, masks.T
     rejected: list[dict[str, str]] = []
     bar = progress_bar(len(tasks), "masking faces", progress)
     for (rel, ident, _), (status, key, payload) in zip(
-            found.faces, ordered_map(_synth_one, tasks, workers, _init_synth, (str(found.faces_dir), templates, image_size))):
+            found.faces, ordered_map(_synth_one, tasks, workers, _init_synth,
+                                     (str(found.faces_dir), templates, image_size))):
         bar.update(1)
         if status == "rejected":
             rejected.append({"file": rel, "reason": key, "detail": payload if payload != key else ""})

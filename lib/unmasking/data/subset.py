@@ -52,7 +52,8 @@ def split_groups(groups: list[str], test_fraction: float, val_fraction: float, s
     return [assign[g] for g in groups]
 
 
-def write_subset(out_dir: Path, col: Collected, splits: list[str], summary: dict[str, Any], prefix: str = "pair") -> dict:
+def write_subset(out_dir: Path, col: Collected, splits: list[str], summary: dict[str, Any], prefix: str = "pair"
+                 ) -> dict:
     """Write images, manifest and summary into a temporary folder, then rename it to ``out_dir``."""
     out_dir = Path(out_dir)
     tmp = out_dir.parent / f".{out_dir.name}.partial"
