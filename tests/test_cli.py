@@ -122,7 +122,7 @@ def test_evaluate_agrees_with_the_library(tmp_path, weights):
 
 def test_evaluate_takes_the_jpeg_tolerant_region_for_jpeg_pairs(tmp_path, weights):
     pairs = make_fml(tmp_path / "pairs", 4, size=48)
-    for f in (pairs / "with_mask").glob("*.png"):
+    for f in [*(pairs / "with_mask").glob("*.png"), *(pairs / "without_mask").glob("*.png")]:
         Image.open(f).save(f.with_suffix(".jpg"), quality=85)
         f.unlink()
     result = cli.evaluate_dir(pairs, weights, crop="none", identity=False, progress=False)

@@ -89,9 +89,10 @@ def test_all_stages_run_through_papermill(pipeline):
         assert metrics["sets"]["photos"]["photos"] == 5 and "verification_ceiling" in test
         assert list(k for k in metrics["sets"] if k.startswith("indomain/")) == ["indomain/surgical-white",
                                                                                  "indomain/n95"]
-        for name in ("surgical-white", "n95"):
-            entry = metrics["sets"][f"indomain/{name}"]
-            assert entry["methods"]["mask_unet"]["n"] == 4 and entry["methods"]["masked_input"]["same_photo_n"] == 2
+        first, second = (metrics["sets"][f"indomain/{n}"]["methods"] for n in ("surgical-white", "n95"))
+        assert first["mask_unet"]["n"] == second["mask_unet"]["n"] == 4
+        assert first["masked_input"]["same_photo_n"] == 2 and "c2st_distance" in first["mask_unet"]
+        assert "same_photo_n" not in second["masked_input"] and "c2st_distance" not in second["mask_unet"]
         assert json.loads((tmp / "models" / "masked_faces.json").read_text())["trained"]
         assert "mask_unet - paper_ae" in metrics["comparisons"]["test"]
 

@@ -32,8 +32,9 @@ def test_pixel_metrics_are_the_same_in_one_and_in_two_processes():
     masked[:, 12:20, 6:18] = 255
     outputs = {"masked_input": masked, "noisy": np.clip(unmasked + rng.integers(-9, 9, unmasked.shape), 0, 255)
                .astype(np.uint8)}
-    one = evaluate.pixel_metrics(masked, unmasked, outputs, workers=1, progress=False)
-    two = evaluate.pixel_metrics(masked, unmasked, outputs, workers=2, progress=False)
+    pset = evaluate.PairSet("t", masked, unmasked, [str(i) for i in range(9)], ["m"] * 9)
+    one = evaluate.pixel_metrics(pset, outputs, workers=1, progress=False)
+    two = evaluate.pixel_metrics(pset, outputs, workers=2, progress=False)
     assert one == two
     assert len(one) == 9 and len(one[0]) == 2
     def f(a):

@@ -47,10 +47,10 @@ def test_unmask_image_keeps_every_pixel_outside_the_models_estimate():
     f = res.faces[0]
     pred = models.unmask(net, f.crop[None]).masks[0]
     left, top, right, bottom = f.box
-    weight = np.zeros(img.shape[:2])
-    y0, x0 = max(top, 0), max(left, 0)
-    w = photos.blend_weight(pred, right - left, bottom - top)[y0 - top:, x0 - left:]
-    weight[y0:bottom, x0:right] = w[: bottom - y0, : right - x0]
+    h, w = img.shape[:2]
+    x0, y0, x1, y1 = max(left, 0), max(top, 0), min(right, w), min(bottom, h)
+    weight = np.zeros((h, w))
+    weight[y0:y1, x0:x1] = photos.blend_weight(pred, right - left, bottom - top)[y0 - top:y1 - top, x0 - left:x1 - left]
     assert np.array_equal(res.image[weight == 0], img[weight == 0])
 
 

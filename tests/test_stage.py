@@ -25,7 +25,9 @@ def test_the_environment_reaches_the_notebook_kernel(tmp_path, monkeypatch):
     """A real stage run (papermill, a kernel) of a notebook that prints its environment."""
     nbs = tmp_path / "notebooks"
     nbs.mkdir()
-    nb = nbformat.v4.new_notebook()
+    nb = nbformat.v4.new_notebook(metadata={"kernelspec": {"name": "python3", "display_name": "Python 3",
+                                                           "language": "python"},
+                                            "language_info": {"name": "python"}})
     nb.cells = [nbformat.v4.new_markdown_cell("# env"),
                 nbformat.v4.new_code_cell("params = None\ndata_dir = models_dir = reports_dir = ''",
                                           metadata={"tags": ["parameters"]}),
@@ -34,7 +36,7 @@ def test_the_environment_reaches_the_notebook_kernel(tmp_path, monkeypatch):
     monkeypatch.setattr(paths, "NOTEBOOKS_DIR", nbs)
     for k, v in {**PASSED, "SECRET_TOKEN": "x"}.items():
         monkeypatch.setenv(k, v)
-    executed = stage.run_stage("explore", tiny_params(tmp_path), tmp_path / "data", tmp_path / "models",
+    executed = stage.run_stage("explore", tiny_params(tmp_path, local="unused"), tmp_path / "data", tmp_path / "models",
                                tmp_path / "reports")
     out = nbformat.read(executed, as_version=4).cells[-1].outputs[0]["text"]
     seen = json.loads(out.strip().splitlines()[-1])
@@ -48,4 +50,4 @@ def test_the_train_stage_needs_its_model(tmp_path):
     from unmasking import params as P
 
     with pytest.raises(P.ParamsError, match="--model"):
-        stage.run_stage("train", tiny_params(tmp_path))
+        stage.run_stage("train", tiny_params(tmp_path, local="unused"))

@@ -2,8 +2,10 @@
 nose instead of the average of all plausible ones (a blur). The perception side of the study's trade-off.
 
 * Generator: ``models.mask_unet``'s architecture (``train.mask_unet``'s filters and batch normalization), named
-  ``mask_gan``, started from the trained ``mask_unet`` (``train.mask_gan.init``), with the same composite output
-  ``x * (1 - m) + y * m``: what it judges unmasked stays the input's own pixels.
+  ``mask_gan``, with ``train.mask_gan.detail_convs`` full-size convolutions added as a zero-initialized residual
+  branch (the half-size body of ``mask_unet`` cannot draw fine detail at full size), started from the trained
+  ``mask_unet`` (``train.mask_gan.init``), with the same composite output ``x * (1 - m) + y * m``: what it judges
+  unmasked stays the input's own pixels.
 * Discriminator (``discriminator``): a small conditional PatchGAN. It sees the masked input beside a face (the true
   face, or the generator's composite) and answers with a map of logits, one per ~34 px patch: 4 x 4 convolutions
   with stride 2 (``disc_filters``), LeakyReLU, a 4 x 4 convolution to one channel. Small enough for a CPU.
@@ -65,7 +67,7 @@ class GanTrainer:
     def __init__(self, image_size: int, unet_cfg: dict, cfg: dict, steps_per_epoch: int):
         self.cfg = cfg
         self.generator = models.mask_unet(image_size, tuple(unet_cfg["filters"]), unet_cfg["batch_norm"],
-                                          name="mask_gan")
+                                          name="mask_gan", detail_convs=cfg["detail_convs"])
         self.disc = discriminator(image_size, tuple(cfg["disc_filters"]))
         self.disc.compile(optimizer=keras.optimizers.Adam(cfg["disc_learning_rate"], beta_1=cfg["beta_1"]),
                           loss=HingeLoss())
@@ -85,8 +87,8 @@ class GanTrainer:
         return self.generator
 
     def init_from(self, path: Path) -> None:
-        """Start the generator from trained ``mask_unet`` weights."""
-        self.generator.set_weights(models.load(path).get_weights())
+        """Start the generator from trained ``mask_unet`` weights (its detail branch adds nothing at the start)."""
+        models.copy_weights(models.load(path), self.generator)
 
     def _step(self, x: np.ndarray, y: np.ndarray) -> float:
         fake = keras.ops.convert_to_numpy(self.generator(x, training=True))[..., :3]

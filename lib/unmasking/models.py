@@ -87,7 +87,7 @@ def _block(x, f: int, batch_norm: bool):
 
 
 def mask_unet(image_size: int = 128, filters: tuple[int, ...] = (16, 32, 64, 96), batch_norm: bool = True,
-              name: str = "mask_unet") -> keras.Model:
+              name: str = "mask_unet", detail_convs: int = 0) -> keras.Model:
     """The mask-aware U-Net (uncompiled; ``compile_mask_unet`` adds the loss).
 
     A strided stem halves the image first (the hidden region is smooth skin; the costly work runs at half size,
@@ -96,6 +96,10 @@ def mask_unet(image_size: int = 128, filters: tuple[int, ...] = (16, 32, 64, 96)
     again before the two heads. ``batch_norm`` normalizes every convolution but the refinement's: on the 3,000 LFW
     pairs it reaches in 6 epochs the validation error that the same network without it reaches in 18. Its
     inference statistics come from ``train.recalibrate_batch_norm``.
+
+    ``detail_convs`` > 0 adds that many full-size 3 x 3 convolutions as a residual branch after the refinement (named
+    ``detail_*``, the last one zero-initialized, so the network starts as the one without them): room at full
+    resolution for the detail that the half-size body cannot draw (``mask_gan``).
     """
     inputs = keras.Input((image_size, image_size, 3), name="masked")
     # Encoder
@@ -117,6 +121,13 @@ def mask_unet(image_size: int = 128, filters: tuple[int, ...] = (16, 32, 64, 96)
     x = layers.UpSampling2D(2, interpolation="bilinear")(x)
     x = layers.Concatenate()([x, inputs])
     x = layers.Conv2D(filters[0], 3, padding="same", activation="relu")(x)
+    if detail_convs:
+        r = x
+        for i in range(detail_convs):
+            last = i == detail_convs - 1
+            r = layers.Conv2D(filters[0], 3, padding="same", activation=None if last else "relu", name=f"detail_{i}",
+                              kernel_initializer="zeros" if last else "glorot_uniform")(r)
+        x = layers.Activation("relu", name="detail_out")(layers.Add(name="detail_add")([x, r]))
     face = layers.Conv2D(3, 1, activation="sigmoid", name="face")(x)
     mask = layers.Conv2D(1, 1, activation="sigmoid", name="mask")(x)
     outputs = Composite(name="composite")(inputs, face, mask)
@@ -241,6 +252,17 @@ def flip_averaged(model: keras.Model, ep: dict) -> bool:
     """Whether ``model`` is predicted with flip averaging: ``evaluate.flip_average`` (the ``evaluate`` params
     section ``ep``) names it, by the model's own name (``mask_unet``, ...), whatever its weights file is called."""
     return model.name in ep["flip_average"]
+
+
+def copy_weights(src: keras.Model, dst: keras.Model) -> None:
+    """Copy ``src``'s weights into ``dst``, layer by layer in graph order, skipping ``dst``'s ``detail_*`` layers
+    (``mask_unet`` into a ``mask_gan`` generator with a detail branch)."""
+    a = [layer for layer in src.layers if layer.weights]
+    b = [layer for layer in dst.layers if layer.weights and not layer.name.startswith("detail_")]
+    if len(a) != len(b):
+        raise ValueError(f"{src.name} has {len(a)} layers with weights, {dst.name} {len(b)} besides its detail branch")
+    for x, y in zip(a, b):
+        y.set_weights(x.get_weights())
 
 
 def load(path) -> keras.Model:

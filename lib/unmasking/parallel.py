@@ -1,6 +1,9 @@
 """Ordered parallel map with a progress bar: what the data stage and the evaluation share.
 
-Results come back in input order, so nothing the study computes depends on the number of workers.
+Results come back in input order, so nothing the study computes depends on the number of workers. Workers are forked
+where the platform can (they inherit the loaded modules and ``initargs`` without pickling); work that runs dlib's
+neural networks (the CNN face detector, the face embeddings) asks for ``start="spawn"`` instead: dlib's thread pool
+does not survive a fork, and a network used in the parent before the fork deadlocks in the child.
 """
 
 from __future__ import annotations
@@ -11,11 +14,11 @@ from typing import Any
 
 
 def ordered_map(fn: Callable[[Any], Any], items: Iterable[Any], workers: int, initializer=None, initargs=(),
-                chunksize: int = 8) -> Iterator[Any]:
+                chunksize: int = 8, start: str = "fork") -> Iterator[Any]:
     """``fn`` over ``items`` in ``workers`` processes (one: in this process), yielding results in input order.
 
-    ``initializer(*initargs)`` runs once in each worker (in this process when ``workers`` <= 1). Workers are forked
-    where the platform can (they inherit the loaded modules and ``initargs`` without pickling), spawned elsewhere.
+    ``initializer(*initargs)`` runs once in each worker (in this process when ``workers`` <= 1). ``start``: how the
+    workers start, "fork" (where the platform can) or "spawn" (see the module text).
     """
     if workers <= 1:
         if initializer:
@@ -23,8 +26,8 @@ def ordered_map(fn: Callable[[Any], Any], items: Iterable[Any], workers: int, in
         for it in items:
             yield fn(it)
         return
-    ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
-    with ctx.Pool(workers, initializer=initializer, initargs=initargs) as pool:
+    method = start if start in mp.get_all_start_methods() else "spawn"
+    with mp.get_context(method).Pool(workers, initializer=initializer, initargs=initargs) as pool:
         yield from pool.imap(fn, items, chunksize=chunksize)
 
 
@@ -36,12 +39,12 @@ def progress(total: int, desc: str, enabled: bool = True):
 
 
 def ordered_map_with_progress(fn: Callable[[Any], Any], items: Iterable[Any], total: int, desc: str, workers: int,
-                              progress_bar: bool = True, initializer=None, initargs=(), chunksize: int = 8
-                              ) -> list[Any]:
+                              progress_bar: bool = True, initializer=None, initargs=(), chunksize: int = 8,
+                              start: str = "fork") -> list[Any]:
     """``ordered_map`` collected into a list, with a progress bar of ``total`` steps."""
     out = []
     with progress(total, desc, progress_bar) as bar:
-        for r in ordered_map(fn, items, workers, initializer, initargs, chunksize):
+        for r in ordered_map(fn, items, workers, initializer, initargs, chunksize, start):
             out.append(r)
             bar.update(1)
     return out

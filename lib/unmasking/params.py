@@ -178,6 +178,7 @@ SCHEMA: dict[str, Any] = {
             "beta_1": _float(0.0, 1.0),
             "disc_learning_rate": _float(0.0, 1.0, open_lo=True),
             "disc_filters": _widths,
+            "detail_convs": _int(0, 8),
             "adv_weight": _float(0.0),
             "mask_weight": _float(0.0),
             "hole_weight": _float(0.0),

@@ -9,7 +9,9 @@ The study's sets (``study_sets``), in this order:
 * ``photos`` -- the photo level: exactly what ``unmask predict`` does (``photos.unmask_photos``: detect, crop, unmask,
   paste back only the estimated region), scored at the photo's resolution against the original photo over the exact
   masked region;
-* ``indomain/<template>`` -- the generated faces, masked with each template of ``download.robustness_masks``.
+* ``indomain/<template>`` -- the generated faces, masked with each template of ``download.robustness_masks``; the
+  first template's set (``default-mask`` in the committed run) is also scored for identity (same-photo, on the first
+  ``evaluate.identity_pairs`` faces) and realism.
 
 Identity against another photo of the same person (verification) is scored on ``test``, ``test_detected`` and
 ``photos`` wherever ``data/photos`` holds a reference photo; the realism test (``metrics.c2st``) runs on ``test`` and
@@ -63,7 +65,7 @@ def reference_embeddings(photos_dir: Path, rows: list[dict[str, str]], workers: 
     """The dlib embedding of each pair's reference photo (its central face; None when none is found)."""
     with_ref = [r for r in rows if r["reference_file"]]
     embs = ordered_map_with_progress(_reference_one, [str(Path(photos_dir) / r["reference_file"]) for r in with_ref],
-                                     len(with_ref), "reference photos", workers, progress)
+                                     len(with_ref), "reference photos", workers, progress, start="spawn")
     return {r["pair_id"]: e for r, e in zip(with_ref, embs)}
 
 
@@ -83,7 +85,8 @@ def photo_sets(prefix: str, ids: list[str], mask_names: list[str], masked: list[
 
     md = str(masked_detector) if masked_detector else None
     found = ordered_map_with_progress(_find_one, ((m, size, ep["detector"], ep["upsample"], md) for m in masked),
-                                      len(masked), "finding masked faces", ep.get("workers", 2), progress, chunksize=2)
+                                      len(masked), "finding masked faces", ep.get("workers", 2), progress, chunksize=2,
+                                      start="spawn")
     hit = [i for i, fs in enumerate(found) if fs]
     face = {i: found[i][0] for i in hit}
     by = {d: sum(face[i].detector == d for i in hit) for d in ("hog", "masked-hog", "cnn")}
@@ -148,7 +151,7 @@ def study_sets(params: dict[str, Any], data_dir: Path, trained: dict[str, Any], 
         p = data.load_pairs(d, ["test"], verify=True)
         s = data.read_summary(d)
         sets.append(PairSet(f"indomain/{d.name}", p["masked"], p["unmasked"], p["ids"], [r["mask"] for r in p["rows"]],
-                            same_photo_n=ep["identity_pairs"] or None, realism=k == 0,
+                            same_photo_n=(ep["identity_pairs"] or None) if k == 0 else 0, realism=k == 0,
                             info={"source": f"{s['source']}: {s['source_path']}", "image_size": s["image_size"],
                                   "mask": d.name}))
     return sets
