@@ -77,6 +77,7 @@ lab: $(STAMP)
 
 bench: $(STAMP)
 	$(RUN_ENV) $(BIN)/python -m unmasking.bench
+	$(RUN_ENV) $(BIN)/dvc repro --single-item report
 
 clean-env:
 	rm -rf $(VENV)

@@ -360,3 +360,42 @@ def test_train_and_test_templates_and_robustness_sets(tmp_path):
     assert (a["unmasked"] == b["unmasked"]).all() and (a["masked"] != b["masked"]).any()  # same faces, other mask
     with pytest.raises(DataError, match="no mask template named 'nonesuch'"):
         data.build_subset({**dl, "train_masks": ["nonesuch"]}, 0, tmp_path / "x", progress=False)
+
+
+@needs_shared
+def test_the_data_stage_runs_in_a_clone_with_no_shared_folder_beside_it(tmp_path):
+    """The project's own defaults: a copy of the project with no ../shared, a folder of faces passed in, no mask
+    file: the data stage draws its own masks."""
+    import shutil
+    import subprocess
+    import sys
+
+    proj = tmp_path / "clone" / "p"
+    proj.mkdir(parents=True)
+    for name in ("lib", "notebooks"):
+        shutil.copytree(ROOT / name, proj / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    shutil.copy(ROOT / "params.yaml", proj / "params.yaml")  # the committed run's, with this team's paths in it
+    assert not (proj.parent / "shared").exists()
+    faces = tmp_path / "faces"
+    for p in [p for p in sorted(LFW.iterdir()) if p.is_dir()][:30]:
+        (faces / p.name).mkdir(parents=True)
+        f = next(p.iterdir())
+        (faces / p.name / f.name).write_bytes(f.read_bytes())
+    env = {**__import__("os").environ, "PYTHONPATH": str(proj / "lib")}
+
+    def run(*args):
+        r = subprocess.run([sys.executable, "-m", *args], cwd=proj, env=env, capture_output=True, text=True,
+                           timeout=600)
+        assert r.returncode == 0, r.stderr[-3000:]
+        return r
+
+    run("unmasking.params", "source", "faces", str(faces))  # what `make repro FACES=...` runs first
+    run("unmasking.params", "set", "download.n_pairs=30", "download.image_size=64", "download.min_pairs=10")
+    text = (proj / "params.yaml").read_text()
+    assert "../shared" not in text.split("download:")[1].split("explore:")[0]
+    run("unmasking.data.inputs")
+    run("unmasking.stage", "download")
+    summary = json.loads((proj / "data" / "subset" / "summary.json").read_text())
+    assert summary["used"] == 30 and set(summary["masks_used"]) <= set(masks.DRAWN)
+    assert (proj / "data" / "photos" / "photos.csv").is_file() and (proj / "reports" / "01-download.html").is_file()
+    assert "NONE.txt" in {f.name for f in (proj / "data" / "indomain").iterdir()}

@@ -33,6 +33,7 @@ def copy_project(tmp_path: Path) -> tuple[Path, dict]:
     for name in ("dvc.yaml", "README.md"):
         shutil.copy(ROOT / name, proj / name)
     shutil.copytree(ROOT / "reports" / "compare", proj / "reports" / "compare")  # committed; the report reads it
+    shutil.copy(ROOT / "reports" / "bench.json", proj / "reports" / "bench.json")
     p = yaml.safe_load(tiny_study_params(tmp_path).read_text())
     (proj / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
     env = dict(os.environ, PYTHONPATH=str(proj / "lib"), PATH=f"{DVC.parent}{os.pathsep}{os.environ['PATH']}")
@@ -94,10 +95,14 @@ def test_the_pipeline_resumes_reruns_only_what_changed_and_runs_experiments(tmp_
     plots = _run(proj, env, str(DVC), "plots", "diff", "two-epochs", "--json")
     assert plots.returncode == 0 and "val_masked_psnr" in plots.stdout
 
-    # a new face in the faces folder changes the fingerprint, and the data stage is out of date
-    faces = Path(p["download"]["faces"])
-    person = next(d for d in sorted(faces.iterdir()) if d.is_dir())
-    shutil.copy(next(person.iterdir()), person / "extra_0099.jpg")
+    # a new input changes the fingerprint, and the data stage is out of date
+    if p["download"]["source"] == "faces":
+        faces = Path(p["download"]["faces"])
+        person = next(d for d in sorted(faces.iterdir()) if d.is_dir())
+        shutil.copy(next(person.iterdir()), person / "extra_0099.jpg")
+    else:
+        local = Path(p["download"]["local"])
+        shutil.copy(next((local / "without_mask").iterdir()), local / "without_mask" / "extra.png")
     assert _run(proj, env, str(DVC), "repro", "inputs").returncode == 0
     assert "download" in changed_stages(proj, env)
 

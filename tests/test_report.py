@@ -21,7 +21,8 @@ def _result(masked_psnr=22.0, same=0.9, verif=0.5, worst=19.0, gan_detail=0.85, 
             "mask_gan": _m(masked_psnr=gan_psnr, detail_ratio=gan_detail, c2st_distance=gan_c2st,
                            verification_rate=gan_verif)}
     sets = {"test": {"n": 600, "methods": test},
-            "indomain/default-mask": {"n": 9, "methods": {"mask_unet": _m(masked_psnr=22.0, c2st_distance=unet_c2st),
+            "indomain/default-mask": {"n": 9, "primary": True,
+                                      "methods": {"mask_unet": _m(masked_psnr=22.0, c2st_distance=unet_c2st),
                                                           "mask_gan": _m(masked_psnr=21.0, detail_ratio=gan_detail,
                                                                          c2st_distance=gan_c2st)}},
             "indomain/cloth": {"n": 9, "methods": {"mask_unet": _m(masked_psnr=worst)}},
@@ -111,3 +112,22 @@ def test_update_readme_replaces_only_the_block(tmp_path):
 def test_results_md_is_what_the_report_stage_writes():
     inp = report.load_inputs(ROOT / "reports", ROOT / "models", ["paper_ae", "mask_unet", "mask_gan"])
     assert (ROOT / "reports" / "RESULTS.md").read_text() == report.results_markdown(inp)
+
+
+def test_the_generated_set_of_the_tables_is_the_one_the_evaluation_scored_for_realism():
+    r = _result()
+    assert report.generated_set(r) == "indomain/default-mask"
+    r["sets"]["indomain/default-mask"].pop("primary")
+    r["sets"]["indomain/cloth"]["primary"] = True
+    assert report.generated_set(r) == "indomain/cloth"
+    assert report.generated_set({"sets": {"test": {}}}) is None
+
+
+def test_the_tables_of_a_run_without_photos_or_generated_faces():
+    """A Face Mask Lite source has no photos, identities or generated faces; every table still renders."""
+    r = {"sets": {"test": {"n": 3, "source": "local: x", "image_size": 32, "methods": {
+        "masked_input": {"masked_psnr": 9.0, "n": 3}, "mask_unet": {"masked_psnr": 20.0, "n": 3}}}}, "comparisons": {}}
+    inp = {"metrics": r, "data": {"subset": {"source": "local"}, "photos": {"photos": 0, "reason": "no photos"}},
+           "bench": {}, "compare": {}, "cards": {}}
+    text = report.results_markdown(inp)
+    assert "| mask_unet |" in text and "Test photos" not in text

@@ -5,11 +5,12 @@
     unmask evaluate PAIRS_DIR [--model NAME | --weights PATH] [--crop detect|none] [--photos] [--json FILE]
     unmask synthesize FACES_DIR --out DIR [--mask PNG|masks.cfg|DIR] [--template NAME]...
 
-``predict`` does what ``photos`` describes: find each masked face (HOG, then the CNN detector), crop it from its
-landmarks as the training data were cropped, unmask it, and paste back only the region the model estimates the mask
-covers. It works straight after installation with the weights the package ships (``shipped``); ``--weights`` takes
-any ``.keras`` file. ``evaluate`` runs the study's evaluation (``evaluate.run``) on a folder in Face Mask Lite layout;
-``synthesize`` masks a folder of face photos into that layout. Both predict as the study does: a model that
+``predict`` does what ``photos`` describes: find each masked face (dlib's HOG detector, the study's masked-face
+detector, then dlib's CNN detector), crop it from its landmarks as the training data were cropped, unmask it, and paste
+back only the region the model estimates the mask covers. It works straight after installation with the weights the
+package ships (``shipped``); ``--weights`` takes any ``.keras`` file. ``evaluate`` runs the study's evaluation
+(``evaluate.run``) on a folder in Face Mask Lite layout; ``synthesize`` masks a folder of face photos into that
+layout. Both predict as the study does: a model that
 ``evaluate.flip_average`` names is flip-averaged.
 """
 

@@ -29,8 +29,9 @@ FILE = "masked_faces.svm"
 CARD = "masked_faces.json"
 
 
-def train(photos: list[tuple[np.ndarray, tuple[int, int, int, int]]], c: float, threads: int = 2):
-    """A dlib HOG detector trained on masked photos with their face boxes."""
+def train(photos: list[tuple[np.ndarray, tuple[int, int, int, int]]], c: float, threads: int = 1):
+    """A dlib HOG detector trained on masked photos with their face boxes (one thread: with more, dlib sums the
+    threads' subgradients in the order they finish, and the detector is not the same from run to run)."""
     import dlib
 
     opt = dlib.simple_object_detector_training_options()
@@ -91,7 +92,7 @@ def build(params: dict[str, Any], data_dir: Path, models_dir: Path, progress: bo
     val_rows = [r for r in rows if r["split"] == "val"]
     t = time.perf_counter()
     train_photos = data.masked_photos(dl, train_rows, progress)
-    det = train(train_photos, dp["C"], dl["workers"])
+    det = train(train_photos, dp["C"], threads=1)  # dlib adds the threads' subgradients in completion order
     seconds = time.perf_counter() - t
     det.save(str(models_dir / FILE))
     val = detection_rates(data.masked_photos(dl, val_rows, progress), det, params["evaluate"]["upsample"])

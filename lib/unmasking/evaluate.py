@@ -38,7 +38,7 @@ from unmasking import metrics, parallel, stats
 BASELINES = ("masked_input", "telea", "telea_oracle")
 # per-image values compared between the trained models (paired differences)
 COMPARED = ("masked_psnr", "masked_ssim", "psnr", "ssim", "detail_ratio", "same_photo_match", "verified")
-EXAMPLES = 3  # first images of each set whose outputs the Evaluation keeps for figures (the test set: all)
+EXAMPLES = 8  # first images of each set whose outputs the Evaluation keeps for figures (the test set: all)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -407,7 +407,7 @@ def run(trained: dict[str, Any], sets: list[PairSet], ep: dict[str, Any], seed: 
     n_boot, thr = ep["bootstrap"], ep["identity_threshold"]
     from unmasking import models
 
-    result: dict[str, Any] = {"headline": list(metrics.HEADLINE), "flip_averaged": sorted(
+    result: dict[str, Any] = {"headline": list(metrics.HEADLINE), "identity_threshold": thr, "flip_averaged": sorted(
         n for n, m in trained.items() if models.flip_averaged(m, ep)), "sets": {}, "comparisons": {}}
     rows_all: list[dict[str, Any]] = []
     examples: dict[str, dict[str, Any]] = {}

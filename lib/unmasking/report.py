@@ -30,7 +30,10 @@ from unmasking import metrics, paths
 README_START = "<!-- results: written by the report stage (python -m unmasking.report); do not edit -->"
 README_END = "<!-- /results -->"
 COMPARE_DIR = "compare"  # under reports/: evaluations of profile runs (python -m unmasking.evaluate)
-GENERATED = "indomain/default-mask"  # the generated-face set of the perception-distortion table
+def generated_set(result: dict[str, Any]) -> str | None:
+    """The generated-face set that is scored for realism and identity (the first template's: ``default-mask`` in the
+    committed run), or None."""
+    return next((k for k, e in result.get("sets", {}).items() if k.startswith("indomain/") and e.get("primary")), None)
 NAMES = {"accuracy_paper": "accuracy (paper)", "masked_psnr": "masked PSNR", "masked_l1": "masked L1",
          "masked_ssim": "masked SSIM", "detail_ratio": "detail ratio", "c2st_distance": "realism distance",
          "same_photo_match_rate": "same-photo match", "verification_rate": "verification", "psnr": "PSNR",
@@ -120,7 +123,7 @@ def perception_distortion(result: dict[str, Any]) -> Table:
     """Distortion (masked PSNR, masked SSIM) beside realism (detail ratio, realism distance) on the LFW test split
     and the generated faces with Face Mask Lite's mask."""
     cols = ("masked_psnr", "masked_ssim", "detail_ratio", "c2st_distance")
-    sets = [s for s in ("test", GENERATED) if _set(result, s)]
+    sets = [s for s in ("test", generated_set(result)) if s and _set(result, s)]
     t = Table("Perception and distortion", [f"{NAMES[c]} ({'LFW' if s == 'test' else 'generated'})"
                                             for s in sets for c in cols],
               note="Distortion: higher masked PSNR and SSIM are closer to the true face. Realism: a detail ratio of "
@@ -138,25 +141,26 @@ def identity(result: dict[str, Any]) -> Table:
     cols = []
     if sets:
         cols.append(("test", "same_photo_match_rate", "same-photo match (test)"))
-        if _set(result, GENERATED):
-            cols.append((GENERATED, "same_photo_match_rate", "same-photo match (generated)"))
+        if generated_set(result):
+            cols.append((generated_set(result), "same_photo_match_rate", "same-photo match (generated)"))
     cols += [(s, "verification_rate", f"verification ({s})") for s in sets]
     t = Table("Identity", [c[2] for c in cols])
     if not sets:
         return t
     test = _set(result, "test")
     ceil = test.get("verification_ceiling") or {}
-    t.note = (f"dlib embeddings, same person under {metrics.IDENTITY_THRESHOLD}. Same-photo: against the very photo "
+    t.note = (f"dlib embeddings, same person under {result.get('identity_threshold', metrics.IDENTITY_THRESHOLD)}. "
+              "Same-photo: against the very photo "
               "that was masked (near-duplicate similarity). Verification: against another photo of the same person, "
               f"on the {ceil.get('verification_n', 0)} test identities that have one; the true face's own rate is "
               "the ceiling.")
     t.rows.append(("true face (ceiling)", ["–" if k == "same_photo_match_rate" else
                                            with_ci(_set(result, s).get("verification_ceiling") or {}, k)
                                            for s, k, _ in cols]))
-    g = _set(result, GENERATED)
+    g = _set(result, generated_set(result)) if generated_set(result) else None
     if g:
-        t.note += (f" Generated faces: the first {next(iter(g['methods'].values())).get('same_photo_n', 0)} of the "
-                   "default-mask set, same-photo only (no second photo of a generated person exists).")
+        t.note += (f" Generated faces: {next(iter(g['methods'].values())).get('same_photo_n', 0)} of the "
+                   f"{g.get('mask')} set, same-photo only (no second photo of a generated person exists).")
     for m in test["methods"]:
         t.rows.append((m, [with_ci(_set(result, s)["methods"].get(m, {}), k) for s, k, _ in cols]))
     return t
@@ -220,7 +224,7 @@ def data_table(datam: dict[str, Any]) -> Table:
     t = Table("Data", ["source", "used", "rejected", "landmark success", "seconds", "pairs/s"])
     t.rows = [(k, [fmt(v.get(c)) for c in ("source", "used", "rejected", "landmark_success_rate", "seconds",
                                            "pairs_per_s")]) for k, v in rows.items()]
-    if "photos" in datam:
+    if datam.get("photos", {}).get("photos"):
         p = datam["photos"]
         t.note = (f"Test photos: {p['photos']} (JPEG quality {p['jpeg_quality']}), {p['with_reference']} with a "
                   f"reference photo of the same person, {p['without_reference']} without.")
@@ -307,7 +311,7 @@ def targets(result: dict[str, Any], compare: dict[str, dict[str, Any]] | None = 
     on the same test pairs (their ``masked_input`` row is the same)."""
     rows = []
     test = (_set(result, "test") or {}).get("methods", {})
-    gen = (_set(result, GENERATED) or {}).get("methods", {})
+    gen = (_set(result, generated_set(result)) or {}).get("methods", {}) if generated_set(result) else {}
 
     def v(table, m, k):
         return table.get(m, {}).get(k)
@@ -485,10 +489,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--reports-dir", type=Path, default=paths.REPORTS_DIR)
     ap.add_argument("--models-dir", type=Path, default=paths.MODELS_DIR)
     ap.add_argument("--data-dir", type=Path, default=paths.DATA_DIR)
-    ap.add_argument("--readme", type=Path, default=paths.PROJ_ROOT / "README.md", help="README to update ('' = none)")
+    ap.add_argument("--readme", default=str(paths.PROJ_ROOT / "README.md"), help="README to update ('' = none)")
     ap.add_argument("--params", type=Path, default=None)
     args = ap.parse_args(argv)
-    readme = args.readme if str(args.readme) else None
+    readme = Path(args.readme) if args.readme else None
     build(args.reports_dir, args.models_dir, args.data_dir, readme, P.load(args.params))
     print(f"wrote {args.reports_dir / 'RESULTS.md'} and {args.reports_dir / 'index.html'}")
     return 0

@@ -6,9 +6,9 @@ The study's sets (``study_sets``), in this order:
 * ``test_detected`` -- the real-use test: the same faces masked at the photo's own resolution and saved as JPEG
   (``data/photos``), the crop taken from landmarks found on the *masked* photo, as ``unmask predict`` must; faces that
   are not found are counted, by detector;
-* ``photos`` -- the photo level: exactly what ``unmask predict`` does (``photos.unmask_photos``: detect, crop, unmask,
-  paste back only the estimated region), scored at the photo's resolution against the original photo over the exact
-  masked region;
+* ``photos`` -- the photo level: the steps of ``unmask predict`` (``photos.find_faces``, ``models.unmask``,
+  ``photos.paste_back`` of the estimated region only) on the largest face of each photo, scored at the photo's
+  resolution against the original photo over the exact masked region;
 * ``indomain/<template>`` -- the generated faces, masked with each template of ``download.robustness_masks``; the
   first template's set (``default-mask`` in the committed run) is also scored for identity (same-photo, on the first
   ``evaluate.identity_pairs`` faces) and realism.
@@ -93,8 +93,11 @@ def photo_sets(prefix: str, ids: list[str], mask_names: list[str], masked: list[
     info = {"photos": len(masked), "detected": len(hit), "detection_rate": round(len(hit) / max(1, len(masked)), 4),
             "found_by": by, "hog_only_rate": round(by["hog"] / max(1, len(masked)), 4),
             "not_detected": [ids[i] for i in range(len(masked)) if i not in face]}
-    if not hit:
-        return []
+    if not hit:  # nothing to score, but the detection rate is a result
+        empty = np.zeros((0, size, size, 3), np.uint8)
+        return [PairSet(f"{prefix}_detected", empty, empty, [], [], outputs={}, same_photo_n=0, info=info),
+                PairSet("photos" if prefix == "test" else f"{prefix}_photos", [], [], [], [], outputs={},
+                        same_photo_n=0, info=info)]
     crops = np.stack([face[i].crop for i in hit])
     truth = np.stack([images.resize(masks.crop(originals[i], face[i].box), size) for i in hit])
     region_crops = np.stack([images.resize(masks.crop(regions[i].astype(np.uint8)[..., None].repeat(3, -1) * 255,
@@ -153,7 +156,7 @@ def study_sets(params: dict[str, Any], data_dir: Path, trained: dict[str, Any], 
         sets.append(PairSet(f"indomain/{d.name}", p["masked"], p["unmasked"], p["ids"], [r["mask"] for r in p["rows"]],
                             same_photo_n=(ep["identity_pairs"] or None) if k == 0 else 0, realism=k == 0,
                             info={"source": f"{s['source']}: {s['source_path']}", "image_size": s["image_size"],
-                                  "mask": d.name}))
+                                  "mask": d.name, "primary": k == 0}))
     return sets
 
 
