@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -116,3 +119,57 @@ def python() -> str:
 def copy_tree(src: Path, dst: Path) -> Path:
     shutil.copytree(src, dst)
     return dst
+
+
+DVC = Path(sys.executable).parent / "dvc"
+GIT_ENV = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
+
+
+def run_in(proj: Path, env: dict, *args, timeout=900) -> subprocess.CompletedProcess:
+    return subprocess.run([*args], cwd=proj, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def copy_project(tmp_path: Path) -> tuple[Path, dict]:
+    """The project's code, notebooks, pipeline and committed inputs of the report, with the tiny parameters; paper_ae
+    trains full epochs for long enough to be interrupted."""
+    proj = tmp_path / "proj"
+    proj.mkdir()
+    for name in ("lib", "notebooks"):
+        shutil.copytree(ROOT / name, proj / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    for name in ("dvc.yaml", "README.md"):
+        shutil.copy(ROOT / name, proj / name)
+    shutil.copytree(ROOT / "reports" / "compare", proj / "reports" / "compare")  # committed; the report reads it
+    shutil.copy(ROOT / "reports" / "bench.json", proj / "reports" / "bench.json")
+    p = yaml.safe_load(tiny_study_params(tmp_path).read_text())
+    p["train"].update({"steps_per_epoch": 0, "patience": 10})
+    p["train"]["paper_ae"]["epochs"] = 40
+    (proj / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
+    env = dict(os.environ, PYTHONPATH=str(proj / "lib"), PATH=f"{DVC.parent}{os.pathsep}{os.environ['PATH']}",
+               **GIT_ENV)
+    return proj, env
+
+
+@pytest.fixture(scope="session")
+def study(tmp_path_factory) -> tuple[Path, dict, bool]:
+    """The whole tiny study under ``dvc repro`` in a git repository of its own, run once for the session: the first
+    ``dvc repro`` is killed as soon as paper_ae has checkpointed, and a second one completes the pipeline (training
+    resumes from the checkpoint)."""
+    if not DVC.exists() or not shutil.which("git"):
+        pytest.skip("dvc or git is not installed")
+    proj, env = copy_project(tmp_path_factory.mktemp("study"))
+    for cmd in (["git", "init", "-q"], [str(DVC), "init", "-q"], ["git", "add", "-A"],
+                ["git", "commit", "-qm", "code"]):
+        assert run_in(proj, env, *cmd).returncode == 0, cmd
+    state = proj / "models" / "checkpoints" / "paper_ae" / "state.json"
+    proc = subprocess.Popen([str(DVC), "repro"], cwd=proj, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 600
+    while not state.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert state.exists(), "training never checkpointed"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    interrupted = not (proj / "models" / "paper_ae.keras").exists()
+    r = run_in(proj, env, str(DVC), "repro")
+    assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
+    return proj, env, interrupted

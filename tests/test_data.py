@@ -379,7 +379,7 @@ def test_the_data_stage_runs_in_a_clone_with_no_shared_folder_beside_it(tmp_path
     faces = tmp_path / "faces"
     for p in [p for p in sorted(LFW.iterdir()) if p.is_dir()][:30]:
         (faces / p.name).mkdir(parents=True)
-        f = next(p.iterdir())
+        f = sorted(p.iterdir())[0]
         (faces / p.name / f.name).write_bytes(f.read_bytes())
     env = {**__import__("os").environ, "PYTHONPATH": str(proj / "lib")}
 
@@ -396,6 +396,8 @@ def test_the_data_stage_runs_in_a_clone_with_no_shared_folder_beside_it(tmp_path
     run("unmasking.data.inputs")
     run("unmasking.stage", "download")
     summary = json.loads((proj / "data" / "subset" / "summary.json").read_text())
-    assert summary["used"] == 30 and set(summary["masks_used"]) <= set(masks.DRAWN)
+    # a face dlib finds no landmarks on is rejected and counted, never silently dropped
+    assert summary["used"] + summary["rejected"] == summary["tried"] == 30 and summary["used"] >= 25
+    assert set(summary["masks_used"]) <= set(masks.DRAWN)
     assert (proj / "data" / "photos" / "photos.csv").is_file() and (proj / "reports" / "01-download.html").is_file()
     assert "NONE.txt" in {f.name for f in (proj / "data" / "indomain").iterdir()}
