@@ -402,9 +402,9 @@ def load_inputs(reports_dir: Path, models_dir: Path, names: list[str]) -> dict[s
 def readme_block(result: dict[str, Any]) -> str:
     """The README's headline table: every method on the test split."""
     t = headline(result, "test", ("masked_psnr", "ssim", "detail_ratio", "c2st_distance", "verification_rate"))
-    t.title = ""
+    t.title = t.note = ""
     e = _set(result, "test") or {}
-    return (f"Test split, {e.get('n', 0)} pairs ({_describe(e)}) All tables: "
+    return (f"Test split, {e.get('n', 0)} pairs: {_describe(e)} All tables: "
             "[reports/RESULTS.md](reports/RESULTS.md).\n\n" + t.markdown())
 
 
