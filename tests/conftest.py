@@ -129,13 +129,18 @@ def run_in(proj: Path, env: dict, *args, timeout=900) -> subprocess.CompletedPro
     return subprocess.run([*args], cwd=proj, env=env, capture_output=True, text=True, timeout=timeout)
 
 
+def copy_code(proj: Path) -> Path:
+    """The project's library and notebooks, copied into a new folder ``proj`` (no caches, no install metadata)."""
+    proj.mkdir(parents=True)
+    for name in ("lib", "notebooks"):
+        shutil.copytree(ROOT / name, proj / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    return proj
+
+
 def copy_project(tmp_path: Path) -> tuple[Path, dict]:
     """The project's code, notebooks, pipeline and committed inputs of the report, with the tiny parameters; paper_ae
     trains full epochs for long enough to be interrupted."""
-    proj = tmp_path / "proj"
-    proj.mkdir()
-    for name in ("lib", "notebooks"):
-        shutil.copytree(ROOT / name, proj / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    proj = copy_code(tmp_path / "proj")
     for name in ("dvc.yaml", "README.md"):
         shutil.copy(ROOT / name, proj / name)
     shutil.copytree(ROOT / "reports" / "compare", proj / "reports" / "compare")  # committed; the report reads it

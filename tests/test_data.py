@@ -8,7 +8,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from conftest import DEFAULT_MASK, LFW, ROOT, face_like, make_fml, needs_shared
+from conftest import DEFAULT_MASK, LFW, ROOT, copy_code, face_like, make_fml, needs_shared
 from unmasking import data, images, masks
 from unmasking.data import DataError
 
@@ -370,10 +370,7 @@ def test_the_data_stage_runs_in_a_clone_with_no_shared_folder_beside_it(tmp_path
     import subprocess
     import sys
 
-    proj = tmp_path / "clone" / "p"
-    proj.mkdir(parents=True)
-    for name in ("lib", "notebooks"):
-        shutil.copytree(ROOT / name, proj / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    proj = copy_code(tmp_path / "clone" / "p")
     shutil.copy(ROOT / "params.yaml", proj / "params.yaml")  # the committed run's, with this team's paths in it
     assert not (proj.parent / "shared").exists()
     faces = tmp_path / "faces"
