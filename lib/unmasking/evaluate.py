@@ -195,8 +195,9 @@ def identity_scores(pset: PairSet, outputs: dict[str, Any], workers: int = 2, pr
             + str(pset.unmasked[i].shape) for i in todo}
     tasks = ((pset.unmasked[i], [outputs[m][i] for m in names], cache.get(keys[i]),
               pset.boxes[i] if pset.boxes is not None else None, i < n_same, refs[i]) for i in todo)
+    # a set scored for pixels only starts no workers (spawned ones reload dlib's networks)
     results = parallel.ordered_map_with_progress(_identity_one, tasks, len(todo), f"identity {pset.name}", workers,
-                                                 progress, chunksize=4, start="spawn")
+                                                 progress, chunksize=4, start="spawn") if todo else []
     out = {"same_photo": {m: np.full(n, np.nan) for m in names}, "verification": {m: np.full(n, np.nan) for m in names},
            "ceiling": np.full(n, np.nan), "fallbacks": 0}
     for i, (known, d_same, d_ref, d_true) in zip(todo, results):

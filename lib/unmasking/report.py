@@ -90,8 +90,8 @@ def with_ci(s: dict[str, Any], key: str) -> str:
     return fmt(s.get(key)) + (f" [{fmt(ci[0])}, {fmt(ci[1])}]" if ci and ci[0] is not None else "")
 
 
-def _set(result: dict[str, Any], name: str) -> dict[str, Any] | None:
-    return result.get("sets", {}).get(name)
+def _set(result: dict[str, Any], name: str | None) -> dict[str, Any] | None:
+    return result.get("sets", {}).get(name) if name else None
 
 
 def headline(result: dict[str, Any], set_name: str = "test", cols: tuple[str, ...] = metrics.HEADLINE) -> Table:
@@ -123,7 +123,7 @@ def perception_distortion(result: dict[str, Any]) -> Table:
     """Distortion (masked PSNR, masked SSIM) beside realism (detail ratio, realism distance) on the LFW test split
     and the generated faces with Face Mask Lite's mask."""
     cols = ("masked_psnr", "masked_ssim", "detail_ratio", "c2st_distance")
-    sets = [s for s in ("test", generated_set(result)) if s and _set(result, s)]
+    sets = [s for s in ("test", generated_set(result)) if _set(result, s)]
     t = Table("Perception and distortion", [f"{NAMES[c]} ({'LFW' if s == 'test' else 'generated'})"
                                             for s in sets for c in cols],
               note="Distortion: higher masked PSNR and SSIM are closer to the true face. Realism: a detail ratio of "
@@ -138,11 +138,12 @@ def perception_distortion(result: dict[str, Any]) -> Table:
 def identity(result: dict[str, Any]) -> Table:
     """Same-photo similarity and verification against another photo of the same person, on every set that has it."""
     sets = [s for s in ("test", "test_detected", "photos") if _set(result, s)]
+    gen = generated_set(result)
     cols = []
     if sets:
         cols.append(("test", "same_photo_match_rate", "same-photo match (test)"))
-        if generated_set(result):
-            cols.append((generated_set(result), "same_photo_match_rate", "same-photo match (generated)"))
+        if gen:
+            cols.append((gen, "same_photo_match_rate", "same-photo match (generated)"))
     cols += [(s, "verification_rate", f"verification ({s})") for s in sets]
     t = Table("Identity", [c[2] for c in cols])
     if not sets:
@@ -157,7 +158,7 @@ def identity(result: dict[str, Any]) -> Table:
     t.rows.append(("true face (ceiling)", ["–" if k == "same_photo_match_rate" else
                                            with_ci(_set(result, s).get("verification_ceiling") or {}, k)
                                            for s, k, _ in cols]))
-    g = _set(result, generated_set(result)) if generated_set(result) else None
+    g = _set(result, gen)
     if g:
         t.note += (f" Generated faces: {next(iter(g['methods'].values())).get('same_photo_n', 0)} of the "
                    f"{g.get('mask')} set, same-photo only (no second photo of a generated person exists).")
@@ -311,7 +312,7 @@ def targets(result: dict[str, Any], compare: dict[str, dict[str, Any]] | None = 
     on the same test pairs (their ``masked_input`` row is the same)."""
     rows = []
     test = (_set(result, "test") or {}).get("methods", {})
-    gen = (_set(result, generated_set(result)) or {}).get("methods", {}) if generated_set(result) else {}
+    gen = (_set(result, generated_set(result)) or {}).get("methods", {})
 
     def v(table, m, k):
         return table.get(m, {}).get(k)

@@ -93,11 +93,11 @@ def photo_sets(prefix: str, ids: list[str], mask_names: list[str], masked: list[
     info = {"photos": len(masked), "detected": len(hit), "detection_rate": round(len(hit) / max(1, len(masked)), 4),
             "found_by": by, "hog_only_rate": round(by["hog"] / max(1, len(masked)), 4),
             "not_detected": [ids[i] for i in range(len(masked)) if i not in face]}
+    photos_name = "photos" if prefix == "test" else f"{prefix}_photos"
     if not hit:  # nothing to score, but the detection rate is a result
         empty = np.zeros((0, size, size, 3), np.uint8)
         return [PairSet(f"{prefix}_detected", empty, empty, [], [], outputs={}, same_photo_n=0, info=info),
-                PairSet("photos" if prefix == "test" else f"{prefix}_photos", [], [], [], [], outputs={},
-                        same_photo_n=0, info=info)]
+                PairSet(photos_name, [], [], [], [], outputs={}, same_photo_n=0, info=info)]
     crops = np.stack([face[i].crop for i in hit])
     truth = np.stack([images.resize(masks.crop(originals[i], face[i].box), size) for i in hit])
     region_crops = np.stack([images.resize(masks.crop(regions[i].astype(np.uint8)[..., None].repeat(3, -1) * 255,
@@ -116,7 +116,7 @@ def photo_sets(prefix: str, ids: list[str], mask_names: list[str], masked: list[
                        same_photo_n=None if same_photo else 0,
                        info={"crop": "landmarks found on the masked photo (JPEG), as unmask predict finds them",
                              **info}, **common)
-    photo = PairSet("photos" if prefix == "test" else f"{prefix}_photos", [masked[i] for i in hit],
+    photo = PairSet(photos_name, [masked[i] for i in hit],
                     [originals[i] for i in hit], regions=[regions[i] for i in hit], outputs=photo_out,
                     boxes=[face[i].face_box for i in hit], same_photo_n=None if same_photo else 0,
                     info={"resolution": "the photo's own", "pasted": "the model's estimated region only",
@@ -153,10 +153,11 @@ def study_sets(params: dict[str, Any], data_dir: Path, trained: dict[str, Any], 
     for k, d in enumerate(robustness_sets(data_dir / "indomain", dl["robustness_masks"])):
         p = data.load_pairs(d, ["test"], verify=True)
         s = data.read_summary(d)
+        primary = k == 0  # the first template's set is also scored for identity and realism
         sets.append(PairSet(f"indomain/{d.name}", p["masked"], p["unmasked"], p["ids"], [r["mask"] for r in p["rows"]],
-                            same_photo_n=(ep["identity_pairs"] or None) if k == 0 else 0, realism=k == 0,
+                            same_photo_n=(ep["identity_pairs"] or None) if primary else 0, realism=primary,
                             info={"source": f"{s['source']}: {s['source_path']}", "image_size": s["image_size"],
-                                  "mask": d.name, "primary": k == 0}))
+                                  "mask": d.name, "primary": primary}))
     return sets
 
 
