@@ -140,3 +140,13 @@ def test_a_set_brings_its_own_outputs_and_region():
     methods = evaluate.run({}, [s], EP, progress=False).result["sets"]["photos"]["methods"]
     assert methods["model"]["masked_l1"] == pytest.approx(10 / 255 / 2, rel=1e-4)
     assert methods["masked_input"]["masked_l1"] == pytest.approx(150 / 255, rel=1e-4)
+
+
+def test_unmask_resizes_inputs_of_another_size_to_the_model_and_back():
+    m = models.mask_unet(32, (4, 8, 8, 8))
+    x = _masked_batch(2, 48)
+    got = models.unmask(m, x, flip_average=True)
+    small = models.unmask(m, np.stack([images.resize(i, 32) for i in x]), flip_average=True)
+    assert got.faces.shape == x.shape and got.masks.shape == x.shape[:3]
+    assert np.array_equal(got.faces, np.stack([images.resize(f, 48) for f in small.faces]))
+    assert np.array_equal(got.masks, np.stack([images.resize_float(k, (48, 48)) for k in small.masks]))

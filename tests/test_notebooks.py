@@ -174,6 +174,27 @@ def test_benchmark_runs_on_the_tiny_configuration(tmp_path, pipeline):
     assert "GFLOP/s" in r.stdout
 
 
+def test_a_comparison_run_scores_models_of_two_sizes_on_the_sets_asked_for(study, tmp_path):
+    from conftest import TINY_MASK_UNET, run_in
+    from unmasking import models
+
+    proj, env, _ = study
+    big = tmp_path / "big.keras"
+    models.build("mask_unet", 48, TINY_MASK_UNET).save(big)
+    sets = ["test", "photos"] if LFW.is_dir() else ["test"]
+    out = tmp_path / "c.json"
+    r = run_in(proj, env, sys.executable, "-m", "unmasking.evaluate", "--weights", "small=models/mask_unet.keras",
+               "--weights", f"big={big}", "--no-baselines", "--sets", *sets, "--note", "two sizes", "--out", str(out))
+    assert r.returncode == 0, r.stderr[-3000:]
+    c = json.loads(out.read_text())
+    assert list(c["sets"]) == sets and c["note"] == "two sizes"
+    for name in sets:
+        assert set(c["sets"][name]["methods"]) == {"masked_input", "small", "big"}
+        assert c["comparisons"][name]["big - small"]["masked_psnr"]["n"] == c["sets"][name]["methods"]["big"]["n"]
+    bad = run_in(proj, env, sys.executable, "-m", "unmasking.evaluate", "--weights", "small=models/mask_unet.keras",
+                 "--sets", "nonesuch", "--out", str(out))
+    assert bad.returncode != 0 and "no such set: nonesuch" in bad.stderr
+
 def test_conv_flops_by_hand():
     import keras
 

@@ -83,3 +83,30 @@ def test_the_masked_face_detector_and_the_cnn_find_masked_faces_hog_misses(tmp_p
 def test_find_face_boxes_refuses_an_unknown_detector():
     with pytest.raises(ValueError, match="detector"):
         faces.find_face_boxes(np.zeros((40, 40, 3), np.uint8), 0, "haar")
+
+
+@needs_shared
+def test_the_photo_level_set_unmasks_each_model_at_its_own_size_as_predict_does(tmp_path):
+    """Two models of different sizes in one evaluation: each model's photo-level output is what ``unmask predict``
+    gives with it; its crop-level outputs are resized to the set's size."""
+    from conftest import DEFAULT_MASK
+    from unmasking import cli, images, testsets
+
+    faces_dir = tmp_path / "faces"
+    faces_dir.mkdir()
+    for f in sorted(STYLEGAN.glob("*.jpg"))[:2]:
+        (faces_dir / f.name).write_bytes(f.read_bytes())
+    cli.synthesize_dir(faces_dir, tmp_path / "pairs", DEFAULT_MASK, progress=False)
+    small, big = models.build("mask_unet", 32, TINY_MASK_UNET), models.build("mask_unet", 48, TINY_MASK_UNET)
+    ep = {"flip_average": ["mask_unet"], "batch_size": 8, "telea_radius": 3, "detector": "auto", "upsample": 1,
+          "workers": 1}
+    sets, _, _ = testsets.folder_sets(tmp_path / "pairs", {"small": small, "big": big}, ep, 32, photo_level=True,
+                                      progress=False)
+    detected, photo = sets
+    masked = [images.read_rgb(p) for p in sorted((tmp_path / "pairs" / "with_mask").iterdir())]
+    for name, net in (("small", small), ("big", big)):
+        expected = photos.unmask_photos(net, masked, flip_average=True)
+        for got, want in zip(photo.outputs[name], expected):
+            assert np.array_equal(got, want.image)
+        assert detected.outputs[name].shape == detected.masked.shape  # scored at the set's size, 32 px
+    assert not np.array_equal(photo.outputs["small"][0], photo.outputs["big"][0])

@@ -436,13 +436,20 @@ def run(trained: dict[str, Any], sets: list[PairSet], ep: dict[str, Any], seed: 
 
 
 def evaluate_study(params: dict[str, Any], data_dir: Path, trained: dict[str, Any], baselines: bool = True,
-                   progress: bool = True, masked_detector: Path | None = None) -> Evaluation:
+                   progress: bool = True, masked_detector: Path | None = None, only: list[str] | None = None
+                   ) -> Evaluation:
     """The study's evaluation: ``run`` over the study's sets in ``data_dir`` (``testsets.study_sets``);
-    ``masked_detector``: the masked-face detector's file (``models/masked_faces.svm``) for the photos."""
+    ``masked_detector``: the masked-face detector's file (``models/masked_faces.svm``) for the photos; ``only``: the
+    names of the sets to score (default: all)."""
     from unmasking import testsets
 
     ep = params["evaluate"]
     sets = testsets.study_sets(params, Path(data_dir), trained, progress, baselines, masked_detector)
+    if only is not None:
+        unknown = sorted(set(only) - {s.name for s in sets})
+        if unknown:
+            raise ValueError(f"no such set: {', '.join(unknown)} (the study's: {', '.join(s.name for s in sets)})")
+        sets = [s for s in sets if s.name in only]
     return run(trained, sets, ep, params["base"]["seed"], baselines, progress=progress)
 
 
@@ -493,12 +500,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--models-dir", type=Path, default=paths.MODELS_DIR, help="where the masked-face detector is")
     ap.add_argument("--no-baselines", action="store_true", help="only masked_input besides the weights")
     ap.add_argument("--note", default="", help="a line saying what the weights are")
+    ap.add_argument("--sets", nargs="+", default=None, metavar="NAME", help="score only these sets (test, "
+                    "test_detected, photos, indomain/<template>; default: all)")
     args = ap.parse_args(argv)
     params = P.load()
     weights = dict(item.partition("=")[::2] for item in args.weights)
     trained = {name: models.load(Path(path)) for name, path in weights.items()}
     ev = evaluate_study(params, args.data_dir, trained, baselines=not args.no_baselines,
-                        masked_detector=args.models_dir / "masked_faces.svm")
+                        masked_detector=args.models_dir / "masked_faces.svm", only=args.sets)
     write_metrics(args.out, {"note": args.note, "weights": weights, **ev.result})
     print(f"wrote {args.out}")
     return 0

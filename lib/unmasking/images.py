@@ -97,6 +97,13 @@ def resize(arr: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
     return np.asarray(Image.fromarray(arr).resize(wh, Image.LANCZOS))
 
 
+def resize_float(arr: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resize a float32 (H, W) array to (width, height), bilinearly."""
+    import cv2
+
+    return cv2.resize(arr.astype(np.float32), size, interpolation=cv2.INTER_LINEAR)
+
+
 def png_bytes(arr: np.ndarray) -> bytes:
     """Encode as PNG, deterministically (same array, same bytes)."""
     buf = io.BytesIO()

@@ -236,9 +236,18 @@ def unmask(model: keras.Model, masked: np.ndarray, batch_size: int = 64, flip_av
     ``flip_average``: the mean of the prediction on each image and, mirrored back, on its mirror image (test-time flip
     averaging; faces are roughly symmetric and the models train on random flips); the image and its mirror go
     through one ``predict`` call (a second call would cost Keras's per-call overhead again). Needs no true mask.
+    Inputs of another size than the model's are resized to it, and its outputs back to theirs (Lanczos, as
+    ``images.resize``; the mask estimate bilinearly).
     """
     from unmasking import images
 
+    size = int(model.input_shape[1])
+    if len(masked) and masked.shape[1:3] != (size, size):
+        h, w = masked.shape[1:3]
+        pred = unmask(model, np.stack([images.resize(m, size) for m in masked]), batch_size, flip_average)
+        faces = np.stack([images.resize(f, (w, h)) for f in pred.faces])
+        return Prediction(faces, None if pred.masks is None else np.stack(
+            [images.resize_float(m, (w, h)) for m in pred.masks]))
     x = masked.astype(np.float32) / 255.0
     if flip_average:
         y = model.predict(np.concatenate([x, x[:, :, ::-1]]), batch_size=batch_size, verbose=0)

@@ -434,10 +434,15 @@ def all_tables(inp: dict[str, Any]) -> list[Table]:
     out += [robustness(r, "masked_psnr"), robustness(r, "detail_ratio"), models_table(inp["cards"]),
             data_table(inp["data"])]
     for name, c in inp["compare"].items():
-        if c.get("sets", {}).get("test"):
-            t = headline(c, "test")
-            t.title = f"Comparison run {name}: {c.get('note', '')}"
-            out.append(t)
+        for set_name in ("test", "photos"):
+            if _set(c, set_name):
+                t = headline(c, set_name)
+                t.title = f"Comparison run {name}, {set_name}: {c.get('note', '')}"
+                out.append(t)
+            if c.get("comparisons", {}).get(set_name):
+                t = comparisons(c, set_name)
+                t.title = f"Comparison run {name}, paired differences ({set_name})"
+                out.append(t)
     if inp["bench"]:
         out.append(bench_table(inp["bench"]))
     return out

@@ -74,13 +74,22 @@ def _find_one(task: tuple[np.ndarray, int, str, int, str | None]) -> list[photos
     return photos.find_faces(img, size, "detect", detector, upsample, masked)
 
 
+def _crops_at(masked: list[np.ndarray], face: dict[int, photos.Face], hit: list[int], crops: np.ndarray, side: int
+              ) -> np.ndarray:
+    """The face crops of the photos ``hit`` at ``side`` pixels (``crops`` when that is their size)."""
+    if crops.shape[1] == side:
+        return crops
+    return np.stack([images.resize(masks.crop(masked[i], face[i].box), side) for i in hit])
+
+
 def photo_sets(prefix: str, ids: list[str], mask_names: list[str], masked: list[np.ndarray],
                originals: list[np.ndarray], regions: list[np.ndarray], refs: list[np.ndarray | None] | None,
                trained: dict[str, Any], ep: dict[str, Any], size: int, baselines: bool = True,
                same_photo: bool = False, progress: bool = True, masked_detector: Path | None = None
                ) -> list[PairSet]:
     """The real-use crop set (``<prefix>_detected``) and the photo-level set (``photos``) of full-size masked photos,
-    from one detection pass on the masked photos (the largest face of each)."""
+    from one detection pass on the masked photos (the largest face of each). A model whose size is not ``size``
+    unmasks the crops at its own size; its crop-level outputs are resized to ``size`` to be scored."""
     from unmasking import models
 
     md = str(masked_detector) if masked_detector else None
@@ -102,10 +111,12 @@ def photo_sets(prefix: str, ids: list[str], mask_names: list[str], masked: list[
     truth = np.stack([images.resize(masks.crop(originals[i], face[i].box), size) for i in hit])
     region_crops = np.stack([images.resize(masks.crop(regions[i].astype(np.uint8)[..., None].repeat(3, -1) * 255,
                                                       face[i].box), size)[..., 0] > 127 for i in hit])
-    preds = {n: models.unmask(m, crops, ep["batch_size"], models.flip_averaged(m, ep)) for n, m in trained.items()}
+    # each model unmasks the crop at its own size, as ``unmask predict`` does; its crops are scored at ``size``
+    preds = {n: models.unmask(m, _crops_at(masked, face, hit, crops, int(m.input_shape[1])), ep["batch_size"],
+                              models.flip_averaged(m, ep)) for n, m in trained.items()}
     crop_out = {b: baseline_outputs(b, crops, truth, ep["telea_radius"], region_crops)
                 for b in (BASELINES if baselines else ("masked_input",))}
-    crop_out.update({n: p.faces for n, p in preds.items()})
+    crop_out.update({n: np.stack([images.resize(f, size) for f in p.faces]) for n, p in preds.items()})
     photo_out = {"masked_input": [masked[i] for i in hit]}
     for n, p in preds.items():
         photo_out[n] = [photos.paste_back(masked[i], p.faces[k], face[i].box, None if p.masks is None else p.masks[k])
