@@ -183,6 +183,23 @@ def test_same_seed_same_weights(tmp_path, subset):
         np.testing.assert_array_equal(a, b)  # TensorFlow CPU with op determinism: bit-identical
 
 
+
+def test_mask_unet_starts_from_the_weights_of_a_model_of_another_size(tmp_path, subset):
+    from unmasking import models, train
+
+    tp = _train_params(tmp_path, epochs=0)
+    small = models.build("mask_unet", 48, tp["mask_unet"])
+    small.save(tmp_path / "small.keras")
+    tp["mask_unet"]["init_weights"] = str(tmp_path / "small.keras")
+    card = train.train_model("mask_unet", tp, subset, tmp_path / "m", tmp_path / "r", 1, 32, log=lambda *_: None)
+    got = models.load(tmp_path / "m" / "mask_unet.keras")
+    assert got.input_shape[1] == 32 and card["init_sha256"] and card["params"]["init_weights"]
+    for a, b in zip(small.get_weights(), got.get_weights()):
+        np.testing.assert_array_equal(a, b)  # no epoch: the 32 px model holds the 48 px model's weights
+    tp["mask_unet"]["init_weights"] = str(tmp_path / "none.keras")
+    with pytest.raises(FileNotFoundError, match="init_weights"):
+        train.train_model("mask_unet", tp, subset, tmp_path / "m2", tmp_path / "r2", 1, 32, log=lambda *_: None)
+
 ONE_STEP = textwrap.dedent("""
     import json, sys
     from pathlib import Path

@@ -169,6 +169,7 @@ SCHEMA: dict[str, Any] = {
             "hole_weight": _float(0.0),
             "ssim_weight": _float(0.0),
             "log_mse_weight": _float(0.0),
+            "init_weights": _str,
         },
         "mask_gan": {
             "init": _choice("", "mask_unet"),

@@ -321,8 +321,8 @@ def validation_scores(model: keras.Model, va: dict[str, Any], batch_size: int, s
 
 def _trainer(name: str, train_params: dict[str, Any], image_size: int, steps: int, models_dir: Path, resume_from=None,
              log=print):
-    """The trainer of model ``name``: built (``mask_gan`` started from its ``init`` model), or resumed from the
-    checkpoint folder ``resume_from``."""
+    """The trainer of model ``name``: built (``mask_gan`` started from its ``init`` model, ``mask_unet`` from its
+    ``init_weights`` file if one is given), or resumed from the checkpoint folder ``resume_from``."""
     cfg = train_params[name]
     if name == "mask_gan":
         from unmasking import gan
@@ -339,6 +339,10 @@ def _trainer(name: str, train_params: dict[str, Any], image_size: int, steps: in
     with distribution_scope(train_params["distribute"], log):
         model = keras.saving.load_model(resume_from / "last.keras") if resume_from else \
             models.build(name, image_size, cfg, steps)
+        if not resume_from and cfg.get("init_weights"):
+            init = paths.resolve(cfg["init_weights"])
+            log(f"[{name}] starting from the weights of {init}")
+            models.copy_weights(models.load(init), model)
     return SingleTrainer(model, train_params["distribute"])
 
 
@@ -369,6 +373,11 @@ def train_model(name: str, train_params: dict[str, Any], subset_dir: Path, model
         run_cfg["generator"] = {k: train_params["mask_unet"][k] for k in ("filters", "batch_norm")}
         if cfg["init"]:
             run_cfg["init_sha256"] = images.sha256_file(paths.model_path(cfg["init"], models_dir))
+    if cfg.get("init_weights"):
+        init = paths.resolve(cfg["init_weights"])
+        if not init.is_file():
+            raise FileNotFoundError(f"{init}: no such weights file (train.{name}.init_weights)")
+        run_cfg["init_sha256"] = images.sha256_file(init)
     ckpt = models_dir / "checkpoints" / name
     state_file = ckpt / "state.json"
     state = None
@@ -444,6 +453,8 @@ def train_model(name: str, train_params: dict[str, Any], subset_dir: Path, model
         "best_val": {k: best_row.get(k) for k in ("val_loss", "val_mse", "val_masked_l1", "val_masked_psnr")},
         "validation": validation_scores(models.load(out), va, bs, seed),
     }
+    if "init_sha256" in run_cfg:
+        card["init_sha256"] = run_cfg["init_sha256"]
     paths.model_card_path(name, models_dir).write_text(json.dumps(card, indent=2) + "\n")
     shutil.rmtree(ckpt, ignore_errors=True)
     return card
