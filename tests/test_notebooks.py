@@ -195,6 +195,7 @@ def test_a_comparison_run_scores_models_of_two_sizes_on_the_sets_asked_for(study
                  "--sets", "nonesuch", "--out", str(out))
     assert bad.returncode != 0 and "no such set: nonesuch" in bad.stderr
 
+
 def test_conv_flops_by_hand():
     import keras
 

@@ -183,7 +183,6 @@ def test_same_seed_same_weights(tmp_path, subset):
         np.testing.assert_array_equal(a, b)  # TensorFlow CPU with op determinism: bit-identical
 
 
-
 def test_mask_unet_starts_from_the_weights_of_a_model_of_another_size(tmp_path, subset):
     from unmasking import models, train
 
@@ -199,6 +198,7 @@ def test_mask_unet_starts_from_the_weights_of_a_model_of_another_size(tmp_path, 
     tp["mask_unet"]["init_weights"] = str(tmp_path / "none.keras")
     with pytest.raises(FileNotFoundError, match="init_weights"):
         train.train_model("mask_unet", tp, subset, tmp_path / "m2", tmp_path / "r2", 1, 32, log=lambda *_: None)
+
 
 ONE_STEP = textwrap.dedent("""
     import json, sys
