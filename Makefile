@@ -25,6 +25,8 @@ TEST_MASKS ?=
 ROBUSTNESS_MASKS ?=
 PROFILE ?=
 GPU ?=
+# Test workers (pytest-xdist, a test module to a worker: tests/test_study.py builds the tiny study once)
+TEST_WORKERS ?= 2
 SOURCE_ARGS = --mask "$(MASK)" --templates "$(TEMPLATES)" --indomain "$(INDOMAIN)" --train-masks "$(TRAIN_MASKS)" \
 	--test-masks "$(TEST_MASKS)" --robustness-masks "$(ROBUSTNESS_MASKS)"
 RUN_ENV = PATH="$(CURDIR)/$(BIN):$$PATH" $(if $(GPU),KERAS_BACKEND=jax)
@@ -67,7 +69,7 @@ endif
 	$(RUN_ENV) $(BIN)/dvc repro 2>&1 | tee reports/repro.log
 
 test: $(STAMP)
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check lib tests

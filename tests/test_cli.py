@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import STYLEGAN, TINY_MASK_UNET, make_fml, needs_shared
+from conftest import STYLEGAN, make_fml, needs_shared, untrained_mask_unet
 from unmasking import cli, images
 from unmasking import evaluate as ev
 from unmasking import params as P
@@ -17,16 +17,8 @@ from unmasking import params as P
 
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory) -> Path:
-    from unmasking import models
-
     path = tmp_path_factory.mktemp("w") / "mask_unet.keras"
-    m = models.build("mask_unet", 32, TINY_MASK_UNET)
-    # untrained, its mask estimate is arbitrary: make it "the mask covers the whole crop", so what `predict` replaces
-    # is known (the face head's output is still the untrained network's)
-    head = m.get_layer("mask")
-    kernel, bias = head.get_weights()
-    head.set_weights([np.zeros_like(kernel), np.full_like(bias, 10.0)])
-    m.save(path)
+    untrained_mask_unet(32).save(path)
     return path
 
 

@@ -135,3 +135,34 @@ def test_the_dependency_finder_sees_imports_inside_functions(tmp_path):
     tree = ast.parse("def f():\n    from unmasking import faces\n    import unmasking.data.kaggle\n")
     assert {"unmasking.faces", "unmasking.data", "unmasking.data.kaggle"} <= imported(tree)
     assert PKG / "data" / "fml.py" in reached({"unmasking.data.kaggle"})  # kaggle imports fml
+
+
+def outputs(stage: dict) -> set[str]:
+    return {o if isinstance(o, str) else next(iter(o)) for key in ("outs", "metrics", "plots")
+            for o in stage.get(key, [])}
+
+
+def downstream(name: str) -> set[str]:
+    """The stages that a change in stage ``name``'s outputs reruns, transitively."""
+    all_ = stages()
+    todo, seen = [name], set()
+    while todo:
+        outs = outputs(all_[todo.pop()])
+        for other, st in all_.items():
+            if other not in seen and outs & {str(d) for d in st.get("deps", [])}:
+                seen.add(other)
+                todo.append(other)
+    return seen
+
+
+def test_every_data_dependency_is_a_stage_output_or_committed():
+    made = set().union(*(outputs(st) for st in stages().values()))
+    for name, st in stages().items():
+        for dep in map(str, st.get("deps", [])):
+            assert dep in made or (ROOT / dep).exists() and not dep.startswith(("data/", "models/")), (name, dep)
+
+
+def test_new_mask_unet_weights_rerun_the_gan_the_evaluation_shipping_and_the_report():
+    assert downstream("train@mask_unet") == {"train_mask_gan", "evaluate", "ship", "report"}
+    assert downstream("detector") == {"evaluate", "ship", "report"}
+    assert downstream("inputs") == set(stages()) - {"inputs"}

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from conftest import STYLEGAN, TINY_MASK_UNET, needs_shared
+from conftest import STYLEGAN, TINY_MASK_UNET, needs_shared, untrained_mask_unet
 from unmasking import faces, models, photos
 
 
@@ -97,7 +97,7 @@ def test_the_photo_level_set_unmasks_each_model_at_its_own_size_as_predict_does(
     for f in sorted(STYLEGAN.glob("*.jpg"))[:2]:
         (faces_dir / f.name).write_bytes(f.read_bytes())
     cli.synthesize_dir(faces_dir, tmp_path / "pairs", DEFAULT_MASK, progress=False)
-    small, big = models.build("mask_unet", 32, TINY_MASK_UNET), models.build("mask_unet", 48, TINY_MASK_UNET)
+    small, big = untrained_mask_unet(32), untrained_mask_unet(48)
     ep = {"flip_average": ["mask_unet"], "batch_size": 8, "telea_radius": 3, "detector": "auto", "upsample": 1,
           "workers": 1}
     sets, _, _ = testsets.folder_sets(tmp_path / "pairs", {"small": small, "big": big}, ep, 32, photo_level=True,
