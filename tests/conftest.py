@@ -32,6 +32,7 @@ TINY_MASK_UNET = {"filters": [4, 8, 8, 8], "learning_rate": 1e-3, "hole_weight":
                   "ssim_weight": 0.2, "log_mse_weight": 0.1, "batch_norm": True}
 TINY_DISC = [4, 8, 8]
 
+
 def untrained_mask_unet(image_size: int):
     """A tiny untrained ``mask_unet`` whose mask estimate is "the mask covers the whole crop" (untrained, its estimate
     is arbitrary and may mark nothing), so what is replaced is known; the face head is still the untrained one's."""
