@@ -1,7 +1,6 @@
 """The notebooks are committed clean, with one parameters cell (test_study.py runs every stage through them), and the
 benchmark counts a convolution's FLOPs right."""
 
-
 import nbformat
 import pytest
 

@@ -20,21 +20,20 @@ from conftest import DVC, LFW, ROOT, STYLEGAN, TINY_MASK_UNET, run_in
 
 
 @pytest.fixture(scope="module")
-def pipeline(study):
-    """The session's tiny study: every stage through papermill under ``dvc repro``, at 32 px."""
+def proj(study):
+    """The folder of the session's tiny study, as its ``dvc repro`` left it."""
     return study[0]
 
 
-def test_all_stages_run_through_papermill(pipeline):
-    tmp = pipeline
+def test_all_stages_run_through_papermill(proj):
     for name in REPORTS:
-        executed = nbformat.read(tmp / "reports" / f"{name}.ipynb", as_version=4)
+        executed = nbformat.read(proj / "reports" / f"{name}.ipynb", as_version=4)
         assert all(o.get("output_type") != "error" for c in executed.cells for o in c.get("outputs", [])), name
-    summary = json.loads((tmp / "data" / "subset" / "summary.json").read_text())
+    summary = json.loads((proj / "data" / "subset" / "summary.json").read_text())
     assert summary["used"] == 24 and summary["image_size"] == 32
     for name in ("paper_ae", "mask_unet", "mask_gan"):
-        assert (tmp / "models" / f"{name}.keras").is_file()
-    metrics = json.loads((tmp / "reports" / "metrics.json").read_text())
+        assert (proj / "models" / f"{name}.keras").is_file()
+    metrics = json.loads((proj / "reports" / "metrics.json").read_text())
     test = metrics["sets"]["test"]
     assert set(test["methods"]) == {"masked_input", "telea", "telea_oracle", "paper_ae", "mask_unet", "mask_gan"}
     assert test["n"] == 5 and test["image_size"] == 32
@@ -42,8 +41,8 @@ def test_all_stages_run_through_papermill(pipeline):
         assert set(m) >= {"accuracy_paper", "mse", "psnr", "ssim", "masked_psnr", "masked_l1", "masked_ssim",
                           "detail_ratio", "same_photo_match_rate", "masked_psnr_ci95", "c2st_distance"}
     assert test["methods"]["masked_input"]["mse"] > 0
-    assert (tmp / "reports" / "eval" / "per_image.csv").is_file()
-    assert (tmp / "reports" / "data.json").is_file()
+    assert (proj / "reports" / "eval" / "per_image.csv").is_file()
+    assert (proj / "reports" / "data.json").is_file()
     if LFW.is_dir():
         assert {"test_detected", "photos"} <= set(metrics["sets"])
         assert metrics["sets"]["photos"]["photos"] == 5 and "verification_ceiling" in test
@@ -53,7 +52,7 @@ def test_all_stages_run_through_papermill(pipeline):
         assert first["mask_unet"]["n"] == second["mask_unet"]["n"] == 4
         assert first["masked_input"]["same_photo_n"] == 2 and "c2st_distance" in first["mask_unet"]
         assert "same_photo_n" not in second["masked_input"] and "c2st_distance" not in second["mask_unet"]
-        assert json.loads((tmp / "models" / "masked_faces.json").read_text())["trained"]
+        assert json.loads((proj / "models" / "masked_faces.json").read_text())["trained"]
         assert "mask_unet - paper_ae" in metrics["comparisons"]["test"]
 
 
@@ -61,28 +60,22 @@ REPORTS = ["01-download", "02-explore", "03-train-paper_ae", "03-train-mask_unet
 
 
 @pytest.mark.parametrize("name", REPORTS)
-def test_reports_are_self_contained_html(pipeline, name):
-    tmp = pipeline
-    html = (tmp / "reports" / f"{name}.html").read_text()
+def test_reports_are_self_contained_html(proj, name):
+    html = (proj / "reports" / f"{name}.html").read_text()
     assert html.startswith("<!DOCTYPE html>")
     assert not re.search(r'<(script|link|img)[^>]+(src|href)="https?://', html), "the report fetches from the network"
     if name != "01-download":
         assert 'src="data:image/png;base64,' in html, "figures must be embedded"
     assert "Traceback" not in html
-    executed = nbformat.read(tmp / "reports" / f"{name}.ipynb", as_version=4)
+    executed = nbformat.read(proj / "reports" / f"{name}.ipynb", as_version=4)
     assert any("injected-parameters" in c.metadata.get("tags", []) for c in executed.cells)
 
 
 CHROMIUM = Path("/usr/bin/chromium")
 
 
-@pytest.fixture(scope="module")
-def rendered(pipeline):
-    """The reports folder, as the pipeline's report stage left it (with the README's block written)."""
-    return pipeline / "reports"
-
-
-def test_index_and_results_show_every_table(rendered):
+def test_index_and_results_show_every_table(proj):
+    rendered = proj / "reports"
     html = (rendered / "index.html").read_text()
     results = (rendered / "RESULTS.md").read_text()
     for text in (html, results):
@@ -101,7 +94,8 @@ def test_index_and_results_show_every_table(rendered):
 
 
 @pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed (.ci/run installs it)")
-def test_reports_render_in_headless_chromium_offline(rendered):
+def test_reports_render_in_headless_chromium_offline(proj):
+    rendered = proj / "reports"
     sync_api = pytest.importorskip("playwright.sync_api")
     artifacts = ROOT / "test-artifacts"
     artifacts.mkdir(exist_ok=True)
@@ -128,15 +122,14 @@ def test_reports_render_in_headless_chromium_offline(rendered):
     assert (artifacts / "index.png").stat().st_size > 10_000
 
 
-def test_benchmark_runs_on_the_tiny_configuration(tmp_path, pipeline):
-    tmp = pipeline
-    params = tmp / "params.yaml"
+def test_benchmark_runs_on_the_tiny_configuration(tmp_path, proj):
+    params = proj / "params.yaml"
     log = tmp_path / "repro.log"
     log.write_text("stage download: 12 s; report x\nstage train: 30 s; report y\n")
     out = tmp_path / "bench.json"
     r = subprocess.run([sys.executable, "-m", "unmasking.bench", "--params", str(params), "--out", str(out),
                         "--n-synth", "0", "--n-local", "4", "--n-train", "8", "--weights",
-                        str(tmp / "models" / "mask_unet.keras"), "--photo", str(tmp_path / "none.jpg"),
+                        str(proj / "models" / "mask_unet.keras"), "--photo", str(tmp_path / "none.jpg"),
                         "--log", str(log)], capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     b = json.loads(out.read_text())
