@@ -110,3 +110,18 @@ def test_the_photo_level_set_unmasks_each_model_at_its_own_size_as_predict_does(
             assert np.array_equal(got, want.image)
         assert detected.outputs[name].shape == detected.masked.shape  # scored at the set's size, 32 px
     assert not np.array_equal(photo.outputs["small"][0], photo.outputs["big"][0])
+    assert photo.info["pasted"] == testsets.PASTES["region"]
+    (_, boxed), _, _ = testsets.folder_sets(tmp_path / "pairs", {"small": small}, ep, 32, photo_level=True,
+                                            progress=False, paste="box")
+    assert boxed.info["pasted"] == testsets.PASTES["box"]
+    for got, img in zip(boxed.outputs["small"], masked):  # the whole crop, as unmask predict pasted it before
+        face = photos.find_faces(img, 32)[0]
+        pred = models.unmask(small, face.crop[None], flip_average=True).faces[0]
+        assert np.array_equal(got, photos.paste_back(img, pred, face.box))
+
+
+def test_the_photo_level_set_refuses_an_unknown_paste():
+    from unmasking import testsets
+
+    with pytest.raises(ValueError, match="paste"):
+        testsets.photo_sets("test", [], [], [], [], [], None, {}, {}, 32, paste="everything")

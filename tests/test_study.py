@@ -151,13 +151,14 @@ def test_a_comparison_run_scores_models_of_two_sizes_on_the_sets_asked_for(study
     proj, env, _ = study
     big = tmp_path / "big.keras"
     models.build("mask_unet", 48, TINY_MASK_UNET).save(big)
-    sets = ["test", "photos"] if LFW.is_dir() else ["test"]
+    sets = ["test", "photos", "val"] if LFW.is_dir() else ["test", "val"]
     out = tmp_path / "c.json"
     r = run_in(proj, env, sys.executable, "-m", "unmasking.evaluate", "--weights", "small=models/mask_unet.keras",
                "--weights", f"big={big}", "--no-baselines", "--sets", *sets, "--note", "two sizes", "--out", str(out))
     assert r.returncode == 0, r.stderr[-3000:]
     c = json.loads(out.read_text())
-    assert list(c["sets"]) == sets and c["note"] == "two sizes"
+    assert list(c["sets"]) == sets and c["note"] == "two sizes" and c["paste"] == "region"
+    assert c["sets"]["val"]["split"] == "validation"
     for name in sets:
         assert set(c["sets"][name]["methods"]) == {"masked_input", "small", "big"}
         assert c["comparisons"][name]["big - small"]["masked_psnr"]["n"] == c["sets"][name]["methods"]["big"]["n"]

@@ -436,15 +436,17 @@ def run(trained: dict[str, Any], sets: list[PairSet], ep: dict[str, Any], seed: 
 
 
 def evaluate_study(params: dict[str, Any], data_dir: Path, trained: dict[str, Any], baselines: bool = True,
-                   progress: bool = True, masked_detector: Path | None = None, only: list[str] | None = None
-                   ) -> Evaluation:
+                   progress: bool = True, masked_detector: Path | None = None, only: list[str] | None = None,
+                   paste: str = "region") -> Evaluation:
     """The study's evaluation: ``run`` over the study's sets in ``data_dir`` (``testsets.study_sets``);
     ``masked_detector``: the masked-face detector's file (``models/masked_faces.svm``) for the photos; ``only``: the
-    names of the sets to score (default: all)."""
+    names of the sets to score (default: all of the pipeline's; ``val``, the validation split, only when named);
+    ``paste``: how the photo level pastes (``testsets.photo_sets``)."""
     from unmasking import testsets
 
     ep = params["evaluate"]
-    sets = testsets.study_sets(params, Path(data_dir), trained, progress, baselines, masked_detector)
+    sets = testsets.study_sets(params, Path(data_dir), trained, progress, baselines, masked_detector,
+                               validation=only is not None and "val" in only, paste=paste)
     if only is not None:
         unknown = sorted(set(only) - {s.name for s in sets})
         if unknown:
@@ -489,7 +491,7 @@ def main(argv: list[str] | None = None) -> int:
     """Evaluate weights outside the pipeline on the study's sets (same code, same data, same layout)."""
     import argparse
 
-    from unmasking import models, paths
+    from unmasking import faces, models, paths, testsets
     from unmasking import params as P
 
     ap = argparse.ArgumentParser(prog="python -m unmasking.evaluate", description=main.__doc__)
@@ -501,14 +503,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-baselines", action="store_true", help="only masked_input besides the weights")
     ap.add_argument("--note", default="", help="a line saying what the weights are")
     ap.add_argument("--sets", nargs="+", default=None, metavar="NAME", help="score only these sets (test, "
-                    "test_detected, photos, indomain/<template>; default: all)")
+                    "test_detected, photos, indomain/<template>, or val, the validation split; default: all but val)")
+    ap.add_argument("--detector", choices=faces.DETECTORS, default=None,
+                    help="how faces are found in the photos (default: evaluate.detector)")
+    ap.add_argument("--paste", choices=list(testsets.PASTES), default="region", help="the photo level replaces the "
+                    "model's estimated mask region (region, as unmask predict does) or the whole crop (box)")
     args = ap.parse_args(argv)
     params = P.load()
+    if args.detector:
+        params["evaluate"]["detector"] = args.detector
     weights = dict(item.partition("=")[::2] for item in args.weights)
     trained = {name: models.load(Path(path)) for name, path in weights.items()}
     ev = evaluate_study(params, args.data_dir, trained, baselines=not args.no_baselines,
-                        masked_detector=args.models_dir / "masked_faces.svm", only=args.sets)
-    write_metrics(args.out, {"note": args.note, "weights": weights, **ev.result})
+                        masked_detector=args.models_dir / "masked_faces.svm", only=args.sets, paste=args.paste)
+    write_metrics(args.out, {"note": args.note, "weights": weights, "detector": params["evaluate"]["detector"],
+                             "paste": args.paste, **ev.result})
     print(f"wrote {args.out}")
     return 0
 

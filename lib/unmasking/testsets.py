@@ -8,10 +8,14 @@ The study's sets (``study_sets``), in this order:
   are not found are counted, by detector;
 * ``photos`` -- the photo level: the steps of ``unmask predict`` (``photos.find_faces``, ``models.unmask``,
   ``photos.paste_back`` of the estimated region only) on the largest face of each photo, scored at the photo's
-  resolution against the original photo over the exact masked region;
+  resolution against the original photo over the exact masked region (``paste="box"`` pastes the whole crop with a
+  soft edge instead, as ``unmask predict`` did before it used the model's mask estimate);
 * ``indomain/<template>`` -- the generated faces, masked with each template of ``download.robustness_masks``; the
   first template's set (``default-mask`` in the committed run) is also scored for identity (same-photo, on the first
   ``evaluate.identity_pairs`` faces) and realism.
+
+Only on request (``validation=True``, never in the pipeline's evaluation), ``val`` -- the validation split, cropped as
+the test split is: the set a comparison of other settings is decided on (``python -m unmasking.evaluate --sets val``).
 
 Identity against another photo of the same person (verification) is scored on ``test``, ``test_detected`` and
 ``photos`` wherever ``data/photos`` holds a reference photo; the realism test (``metrics.c2st``) runs on ``test`` and
@@ -35,6 +39,7 @@ from unmasking.images import ImageError
 from unmasking.parallel import ordered_map_with_progress
 
 LOSSY_SUFFIXES = (".jpg", ".jpeg", ".webp")
+PASTES = {"region": "the model's estimated region only", "box": "the whole crop, with a soft edge"}
 
 
 def robustness_sets(indomain_dir: Path, order: list[str] | tuple[str, ...] = ()) -> list[Path]:
@@ -85,13 +90,16 @@ def _crops_at(masked: list[np.ndarray], face: dict[int, photos.Face], hit: list[
 def photo_sets(prefix: str, ids: list[str], mask_names: list[str], masked: list[np.ndarray],
                originals: list[np.ndarray], regions: list[np.ndarray], refs: list[np.ndarray | None] | None,
                trained: dict[str, Any], ep: dict[str, Any], size: int, baselines: bool = True,
-               same_photo: bool = False, progress: bool = True, masked_detector: Path | None = None
-               ) -> list[PairSet]:
+               same_photo: bool = False, progress: bool = True, masked_detector: Path | None = None,
+               paste: str = "region") -> list[PairSet]:
     """The real-use crop set (``<prefix>_detected``) and the photo-level set (``photos``) of full-size masked photos,
     from one detection pass on the masked photos (the largest face of each). A model whose size is not ``size``
-    unmasks the crops at its own size; its crop-level outputs are resized to ``size`` to be scored."""
+    unmasks the crops at its own size; its crop-level outputs are resized to ``size`` to be scored. ``paste``:
+    ``"region"`` replaces the model's estimated mask region only, ``"box"`` the whole crop."""
     from unmasking import models
 
+    if paste not in PASTES:
+        raise ValueError(f"paste must be one of {', '.join(PASTES)}, got {paste!r}")
     md = str(masked_detector) if masked_detector else None
     found = ordered_map_with_progress(_find_one, ((m, size, ep["detector"], ep["upsample"], md) for m in masked),
                                       len(masked), "finding masked faces", ep.get("workers", 2), progress, chunksize=2,
@@ -119,7 +127,8 @@ def photo_sets(prefix: str, ids: list[str], mask_names: list[str], masked: list[
     crop_out.update({n: np.stack([images.resize(f, size) for f in p.faces]) for n, p in preds.items()})
     photo_out = {"masked_input": [masked[i] for i in hit]}
     for n, p in preds.items():
-        photo_out[n] = [photos.paste_back(masked[i], p.faces[k], face[i].box, None if p.masks is None else p.masks[k])
+        est = p.masks if paste == "region" else None
+        photo_out[n] = [photos.paste_back(masked[i], p.faces[k], face[i].box, None if est is None else est[k])
                         for k, i in enumerate(hit)]
     sel_refs = [refs[i] for i in hit] if refs else None
     common = {"ids": [ids[i] for i in hit], "masks": [mask_names[i] for i in hit], "references": sel_refs}
@@ -130,15 +139,16 @@ def photo_sets(prefix: str, ids: list[str], mask_names: list[str], masked: list[
     photo = PairSet(photos_name, [masked[i] for i in hit],
                     [originals[i] for i in hit], regions=[regions[i] for i in hit], outputs=photo_out,
                     boxes=[face[i].face_box for i in hit], same_photo_n=None if same_photo else 0,
-                    info={"resolution": "the photo's own", "pasted": "the model's estimated region only",
+                    info={"resolution": "the photo's own", "pasted": PASTES[paste],
                           **info}, **common)
     return [detected, photo]
 
 
 def study_sets(params: dict[str, Any], data_dir: Path, trained: dict[str, Any], progress: bool = True,
-               baselines: bool = True, masked_detector: Path | None = None) -> list[PairSet]:
+               baselines: bool = True, masked_detector: Path | None = None, validation: bool = False,
+               paste: str = "region") -> list[PairSet]:
     """The study's sets from ``data_dir`` (see the module text); ``masked_detector``: the masked-face detector's file
-    for the photos."""
+    for the photos; ``validation``: add the ``val`` set; ``paste``: how the photo level pastes (``photo_sets``)."""
     ep, dl = params["evaluate"], params["download"]
     data_dir = Path(data_dir)
     subset = data_dir / "subset"
@@ -160,7 +170,7 @@ def study_sets(params: dict[str, Any], data_dir: Path, trained: dict[str, Any], 
             [images.read_rgb(d / r["original_file"]) for r in photo_rows],
             [images.read_rgb(d / r["region_file"])[..., 0] > 127 for r in photo_rows],
             [refs.get(r["pair_id"]) for r in photo_rows], trained, ep, summary["image_size"], baselines,
-            progress=progress, masked_detector=masked_detector)
+            progress=progress, masked_detector=masked_detector, paste=paste)
     for k, d in enumerate(robustness_sets(data_dir / "indomain", dl["robustness_masks"])):
         p = data.load_pairs(d, ["test"], verify=True)
         s = data.read_summary(d)
@@ -169,6 +179,11 @@ def study_sets(params: dict[str, Any], data_dir: Path, trained: dict[str, Any], 
                             same_photo_n=(ep["identity_pairs"] or None) if primary else 0, realism=primary,
                             info={"source": f"{s['source']}: {s['source_path']}", "image_size": s["image_size"],
                                   "mask": d.name, "primary": primary}))
+    if validation:
+        va = data.load_pairs(subset, ["val"], verify=True)
+        sets.append(PairSet("val", va["masked"], va["unmasked"], va["ids"], [r["mask"] for r in va["rows"]],
+                            realism=True, info={"source": source, "image_size": summary["image_size"],
+                                                "crop": "as the test split's", "split": "validation"}))
     return sets
 
 
@@ -187,9 +202,10 @@ def pair_region(masked: np.ndarray, unmasked: np.ndarray, lossy: bool) -> np.nda
 
 
 def folder_sets(pairs_dir: Path, trained: dict[str, Any], ep: dict[str, Any], size: int, crop: str = "detect",
-                photo_level: bool = False, progress: bool = True, masked_detector: Path | None = None
-                ) -> tuple[list[PairSet], list[dict[str, str]], int]:
-    """The sets of a folder in Face Mask Lite layout: (sets, pairs skipped with the reason, unpaired files)."""
+                photo_level: bool = False, progress: bool = True, masked_detector: Path | None = None,
+                paste: str = "region") -> tuple[list[PairSet], list[dict[str, str]], int]:
+    """The sets of a folder in Face Mask Lite layout: (sets, pairs skipped with the reason, unpaired files);
+    ``paste``: how the photo level pastes (``photo_sets``)."""
     from unmasking import faces
 
     pairs_dir = Path(pairs_dir)
@@ -208,7 +224,7 @@ def folder_sets(pairs_dir: Path, trained: dict[str, Any], ep: dict[str, Any], si
     if photo_level:
         sets = photo_sets("pairs", [x[0] for x in loaded], [x[1] for x in loaded], [x[2] for x in loaded],
                           [x[3] for x in loaded], [pair_region(x[2], x[3], x[4]) for x in loaded], None, trained, ep,
-                          size, same_photo=True, progress=progress, masked_detector=masked_detector)
+                          size, same_photo=True, progress=progress, masked_detector=masked_detector, paste=paste)
         return sets, skipped, unpaired
     ms, us, rs, ids, mk = [], [], [], [], []
     for mrel, mask, m, u, lossy in loaded:
