@@ -167,6 +167,24 @@ def test_a_comparison_run_scores_models_of_two_sizes_on_the_sets_asked_for(study
     assert bad.returncode != 0 and "no such set: nonesuch" in bad.stderr
 
 
+def test_a_comparison_builds_only_the_sets_it_scores(proj, monkeypatch):
+    from unmasking import params as P
+    from unmasking import testsets
+
+    params = P.load(proj / "params.yaml")
+    names = testsets.study_set_names(params, proj / "data")
+    assert names[0] == "test" and names[-1] == "val"
+    assert ("photos" in names) == LFW.is_dir() and ("indomain/n95" in names) == LFW.is_dir()
+
+    def never(*a, **k):
+        raise AssertionError("built a set that was not asked for")
+
+    monkeypatch.setattr(testsets, "reference_embeddings", never)
+    monkeypatch.setattr(testsets, "photo_sets", never)
+    sets = testsets.study_sets(params, proj / "data", {}, progress=False, validation=True, only=["val"])
+    assert [s.name for s in sets] == ["val"] and len(sets[0].ids) > 0
+
+
 def changed_stages(proj: Path, env: dict) -> set[str]:
     status = json.loads(run_in(proj, env, str(DVC), "status", "--json").stdout or "{}")
     return set(status)

@@ -445,13 +445,15 @@ def evaluate_study(params: dict[str, Any], data_dir: Path, trained: dict[str, An
     from unmasking import testsets
 
     ep = params["evaluate"]
-    sets = testsets.study_sets(params, Path(data_dir), trained, progress, baselines, masked_detector,
-                               validation=only is not None and "val" in only, paste=paste)
     if only is not None:
-        unknown = sorted(set(only) - {s.name for s in sets})
+        names = testsets.study_set_names(params, Path(data_dir))
+        unknown = sorted(set(only) - set(names))
         if unknown:
-            raise ValueError(f"no such set: {', '.join(unknown)} (the study's: {', '.join(s.name for s in sets)})")
-        sets = [s for s in sets if s.name in only]
+            raise ValueError(f"no such set: {', '.join(unknown)} (the study's: {', '.join(names)})")
+    sets = testsets.study_sets(params, Path(data_dir), trained, progress, baselines, masked_detector,
+                               validation=only is not None and "val" in only, paste=paste, only=only)
+    if only is not None:
+        sets = [s for s in sets if s.name in only]  # the photo level builds both of its sets
     return run(trained, sets, ep, params["base"]["seed"], baselines, progress=progress)
 
 

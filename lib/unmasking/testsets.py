@@ -144,25 +144,40 @@ def photo_sets(prefix: str, ids: list[str], mask_names: list[str], masked: list[
     return [detected, photo]
 
 
+def study_set_names(params: dict[str, Any], data_dir: Path) -> list[str]:
+    """The names of the sets ``study_sets`` can build from ``data_dir`` (``val`` last)."""
+    data_dir = Path(data_dir)
+    photo = ["test_detected", "photos"] if data.read_photos(data_dir / "photos") else []
+    indomain = [f"indomain/{d.name}" for d in robustness_sets(data_dir / "indomain",
+                                                              params["download"]["robustness_masks"])]
+    return ["test", *photo, *indomain, "val"]
+
+
 def study_sets(params: dict[str, Any], data_dir: Path, trained: dict[str, Any], progress: bool = True,
                baselines: bool = True, masked_detector: Path | None = None, validation: bool = False,
-               paste: str = "region") -> list[PairSet]:
+               paste: str = "region", only: list[str] | None = None) -> list[PairSet]:
     """The study's sets from ``data_dir`` (see the module text); ``masked_detector``: the masked-face detector's file
-    for the photos; ``validation``: add the ``val`` set; ``paste``: how the photo level pastes (``photo_sets``)."""
+    for the photos; ``validation``: add the ``val`` set; ``paste``: how the photo level pastes (``photo_sets``);
+    ``only``: build only the sets of these names (and what they need), not the others."""
     ep, dl = params["evaluate"], params["download"]
     data_dir = Path(data_dir)
     subset = data_dir / "subset"
-    part = data.load_pairs(subset, ["test"], verify=True)
     summary = data.read_summary(subset)
     photo_rows = data.read_photos(data_dir / "photos")
-    refs = reference_embeddings(data_dir / "photos", photo_rows, ep.get("workers", 2), progress) if photo_rows else {}
+    want_test = only is None or "test" in only
+    want_photos = bool(photo_rows) and (only is None or bool({"photos", "test_detected"} & set(only)))
+    refs = (reference_embeddings(data_dir / "photos", photo_rows, ep.get("workers", 2), progress)
+            if photo_rows and (want_test or want_photos) else {})
     source = f"{summary['source']}: {summary['source_path']}"
-    sets = [PairSet("test", part["masked"], part["unmasked"], part["ids"], [r["mask"] for r in part["rows"]],
-                    references=[refs.get(p) for p in part["ids"]] if photo_rows else None, realism=True,
-                    info={"source": source, "image_size": summary["image_size"],
-                          "crop": "landmarks found on the unmasked photo, as the training data were cropped",
-                          "with_reference": sum(refs.get(p) is not None for p in part["ids"])})]
-    if photo_rows:
+    sets = []
+    if want_test:
+        part = data.load_pairs(subset, ["test"], verify=True)
+        sets.append(PairSet("test", part["masked"], part["unmasked"], part["ids"], [r["mask"] for r in part["rows"]],
+                            references=[refs.get(p) for p in part["ids"]] if photo_rows else None, realism=True,
+                            info={"source": source, "image_size": summary["image_size"],
+                                  "crop": "landmarks found on the unmasked photo, as the training data were cropped",
+                                  "with_reference": sum(refs.get(p) is not None for p in part["ids"])}))
+    if want_photos:
         d = data_dir / "photos"
         sets += photo_sets(
             "test", [r["pair_id"] for r in photo_rows], [r["mask"] for r in photo_rows],
@@ -172,6 +187,8 @@ def study_sets(params: dict[str, Any], data_dir: Path, trained: dict[str, Any], 
             [refs.get(r["pair_id"]) for r in photo_rows], trained, ep, summary["image_size"], baselines,
             progress=progress, masked_detector=masked_detector, paste=paste)
     for k, d in enumerate(robustness_sets(data_dir / "indomain", dl["robustness_masks"])):
+        if only is not None and f"indomain/{d.name}" not in only:
+            continue
         p = data.load_pairs(d, ["test"], verify=True)
         s = data.read_summary(d)
         primary = k == 0  # the first template's set is also scored for identity and realism
