@@ -5,7 +5,7 @@ import pytest
 
 pytest.importorskip("keras")
 
-from unmasking import evaluate, faces, images, models  # noqa: E402
+from unmasking import dlibnet, evaluate, faces, images, models  # noqa: E402
 
 EP = {"flip_average": ["mask_unet"], "batch_size": 8, "telea_radius": 3, "identity_threshold": 0.6, "bootstrap": 200,
       "c2st_epochs": 2, "workers": 1}
@@ -45,12 +45,16 @@ def _stand_ins(monkeypatch, calls):
         calls["detect"] += 1
         return [(2, 2, 30, 30)]
 
-    def embeddings(imgs, box):
-        calls["embed"] += [i.tobytes() for i in imgs]
-        return [np.concatenate([i.mean((0, 1)), np.zeros(125)]) / 255 for i in imgs]  # stand-ins for dlib's 128-D
+    def face_chips(imgs, box):
+        return np.stack(imgs) if imgs else np.zeros((0, 32, 32, 3), np.uint8)  # stand-ins for aligned chips
+
+    def descriptors(chips):
+        calls["embed"] += [c.tobytes() for c in chips]
+        return np.stack([np.concatenate([c.mean((0, 1)), np.zeros(125)]) / 255 for c in chips])  # dlib's 128-D
 
     monkeypatch.setattr(faces, "detect_faces", detect)
-    monkeypatch.setattr(faces, "embeddings", embeddings)
+    monkeypatch.setattr(faces, "face_chips", face_chips)
+    monkeypatch.setattr(dlibnet, "descriptors", descriptors)
 
 
 def test_truth_cache_computes_each_true_face_once_and_changes_no_distance(monkeypatch):

@@ -147,34 +147,26 @@ def face_box(size: int) -> tuple[int, int, int, int]:
 Truth = tuple[bool, tuple[int, int, int, int], "np.ndarray | None"]  # (fallback box used, face box, embedding)
 
 
-def _identity_one(task) -> tuple[Truth, list[float], list[float], float]:
-    """One pair: (its true face's box and embedding, same-photo distances, verification distances, the true face's
-    verification distance). The box is the set's, else detected on the true face (upsampled, as crops are small;
-    the crop's known face box when none is found), and shared by every output."""
+def _identity_chips(task) -> tuple[bool, tuple[int, int, int, int], np.ndarray | None, np.ndarray | None]:
+    """One pair's face chips (``faces.face_chips``): (fallback box used, the face box, the true face's chip, or None
+    when its embedding is known, the outputs' chips, None when they have no face chips). The box is the set's, else
+    detected on the true face (upsampled, as crops are small; the crop's known face box when none is found), and
+    shared by every output."""
     from unmasking import faces
 
-    truth, outs, known, box, same, ref = task
-    if known is None:
-        fallback = False
-        if box is None:
-            boxes = faces.detect_faces(truth, upsample=1)
-            fallback = not boxes
-            box = boxes[0] if boxes else face_box(truth.shape[0])
-        known = (fallback, box, _embed([truth], box)[0])
-    _, box, e_true = known
-    e_out = _embed(outs, box)
-    d_same = [metrics.identity_distance(e, e_true) for e in e_out] if same else []
-    d_ref = [metrics.identity_distance(e, ref) for e in e_out] if ref is not None else []
-    return known, d_same, d_ref, metrics.identity_distance(e_true, ref) if ref is not None else float("nan")
-
-
-def _embed(imgs, box):
-    from unmasking import faces
-
+    truth, outs, known, box = task
+    fallback = False
+    if known is not None:
+        fallback, box = known[0], known[1]
+    elif box is None:
+        boxes = faces.detect_faces(truth, upsample=1)
+        fallback = not boxes
+        box = boxes[0] if boxes else face_box(truth.shape[0])
     try:
-        return faces.embeddings(imgs, box)
+        chips = faces.face_chips(([] if known is not None else [truth]) + list(outs), box)
     except RuntimeError:
-        return [None] * len(imgs)
+        return fallback, box, None, None
+    return fallback, box, None if known is not None else chips[0], chips[0 if known is not None else 1:]
 
 
 def identity_scores(pset: PairSet, outputs: dict[str, Any], workers: int = 2, progress: bool = True,
@@ -182,9 +174,12 @@ def identity_scores(pset: PairSet, outputs: dict[str, Any], workers: int = 2, pr
     """Per image and method: ``same_photo`` and ``verification`` distances (NaN where not scored), the true face's
     ``ceiling`` distances, and how many face boxes fell back to the crop's known box.
 
+    The face chips are made in ``workers`` processes, the embeddings in this one, in batches (``dlibnet``).
     ``truth_cache`` (a dict kept between calls) holds each true face's box and embedding under a hash of its pixels,
     so sets that mask the same faces with other templates compute them once.
     """
+    from unmasking import dlibnet
+
     names = list(outputs)
     n = len(pset.ids)
     n_same = n if pset.same_photo_n is None else min(pset.same_photo_n, n)
@@ -194,21 +189,41 @@ def identity_scores(pset: PairSet, outputs: dict[str, Any], workers: int = 2, pr
     keys = {i: hashlib.sha1(np.ascontiguousarray(pset.unmasked[i]).tobytes()).hexdigest()
             + str(pset.unmasked[i].shape) for i in todo}
     tasks = ((pset.unmasked[i], [outputs[m][i] for m in names], cache.get(keys[i]),
-              pset.boxes[i] if pset.boxes is not None else None, i < n_same, refs[i]) for i in todo)
-    # a set scored for pixels only starts no workers (spawned ones reload dlib's networks)
-    results = parallel.ordered_map_with_progress(_identity_one, tasks, len(todo), f"identity {pset.name}", workers,
-                                                 progress, chunksize=4, start="spawn") if todo else []
+              pset.boxes[i] if pset.boxes is not None else None) for i in todo)
     out = {"same_photo": {m: np.full(n, np.nan) for m in names}, "verification": {m: np.full(n, np.nan) for m in names},
            "ceiling": np.full(n, np.nan), "fallbacks": 0}
-    for i, (known, d_same, d_ref, d_true) in zip(todo, results):
-        cache[keys[i]] = known
-        out["fallbacks"] += known[0]
-        for j, m in enumerate(names):
-            if d_same:
-                out["same_photo"][m][i] = d_same[j]
-            if d_ref:
-                out["verification"][m][i] = d_ref[j]
-        out["ceiling"][i] = d_true
+    pending: list[tuple[int, bool, Any, np.ndarray | None, np.ndarray]] = []
+
+    def flush() -> None:
+        chips = [c for _, _, _, t, o in pending for c in ([] if t is None else [t]) + list(o)]
+        embs = iter(dlibnet.descriptors(np.stack(chips)) if chips else [])
+        for i, fallback, box, t, o in pending:
+            e_true = next(embs) if t is not None else cache[keys[i]][2]
+            e_out = [next(embs) for _ in o]
+            cache[keys[i]] = (fallback, box, e_true)
+            out["fallbacks"] += fallback
+            for m, e in zip(names, e_out):
+                if i < n_same:
+                    out["same_photo"][m][i] = metrics.identity_distance(e, e_true)
+                if refs[i] is not None:
+                    out["verification"][m][i] = metrics.identity_distance(e, refs[i])
+            if refs[i] is not None:
+                out["ceiling"][i] = metrics.identity_distance(e_true, refs[i])
+        pending.clear()
+
+    # a set scored for pixels only starts no workers (spawned ones reload dlib's networks)
+    with parallel.progress(len(todo), f"identity {pset.name}", progress) as bar:
+        for i, (fallback, box, t, o) in zip(todo, parallel.ordered_map(_identity_chips, tasks, workers if todo else 0,
+                                                                         chunksize=4, start="spawn")):
+            if o is None:  # no chips: nothing scored for this pair
+                cache.setdefault(keys[i], (fallback, box, None))
+                out["fallbacks"] += fallback
+            else:
+                pending.append((i, fallback, box, t, o))
+            if len(pending) >= 64:
+                flush()
+            bar.update(1)
+        flush()
     return out
 
 

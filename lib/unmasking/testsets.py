@@ -51,6 +51,7 @@ def robustness_sets(indomain_dir: Path, order: list[str] | tuple[str, ...] = ())
 
 
 def _reference_one(path: str) -> np.ndarray | None:
+    """The face chip of a reference photo's central face (None when no face is found or the file is unreadable)."""
     from unmasking import faces
 
     try:
@@ -62,16 +63,21 @@ def _reference_one(path: str) -> np.ndarray | None:
         return None
     h, w = img.shape[:2]
     box = min(boxes, key=lambda b: ((b[0] + b[2]) / 2 - w / 2) ** 2 + ((b[1] + b[3]) / 2 - h / 2) ** 2)
-    return faces.embeddings([img], box)[0]
+    return faces.face_chips([img], box)[0]
 
 
 def reference_embeddings(photos_dir: Path, rows: list[dict[str, str]], workers: int = 2, progress: bool = True
                          ) -> dict[str, np.ndarray | None]:
-    """The dlib embedding of each pair's reference photo (its central face; None when none is found)."""
+    """The dlib embedding of each pair's reference photo (its central face; None when none is found): the faces
+    found and their chips made in ``workers`` processes, the embeddings in this one, in one batch."""
+    from unmasking import dlibnet
+
     with_ref = [r for r in rows if r["reference_file"]]
-    embs = ordered_map_with_progress(_reference_one, [str(Path(photos_dir) / r["reference_file"]) for r in with_ref],
-                                     len(with_ref), "reference photos", workers, progress, start="spawn")
-    return {r["pair_id"]: e for r, e in zip(with_ref, embs)}
+    chips = ordered_map_with_progress(_reference_one, [str(Path(photos_dir) / r["reference_file"]) for r in with_ref],
+                                      len(with_ref), "reference photos", workers, progress, start="spawn")
+    found = [c for c in chips if c is not None]
+    embs = iter(dlibnet.descriptors(np.stack(found)) if found else [])
+    return {r["pair_id"]: None if c is None else next(embs) for r, c in zip(with_ref, chips)}
 
 
 def _find_one(task: tuple[np.ndarray, int, str, int, str | None]) -> list[photos.Face]:
