@@ -181,7 +181,7 @@ def test_a_comparison_builds_only_the_sets_it_scores(proj, monkeypatch):
 
     monkeypatch.setattr(testsets, "reference_embeddings", never)
     monkeypatch.setattr(testsets, "photo_sets", never)
-    sets = testsets.study_sets(params, proj / "data", {}, progress=False, validation=True, only=["val"])
+    sets = testsets.study_sets(params, proj / "data", {}, progress=False, only=["val"])
     assert [s.name for s in sets] == ["val"] and len(sets[0].ids) > 0
 
 

@@ -163,10 +163,12 @@ def _identity_chips(task) -> tuple[bool, tuple[int, int, int, int], np.ndarray |
         fallback = not boxes
         box = boxes[0] if boxes else face_box(truth.shape[0])
     try:
-        chips = faces.face_chips(([] if known is not None else [truth]) + list(outs), box)
+        chips = faces.face_chips(list(outs) if known is not None else [truth, *outs], box)
     except RuntimeError:
         return fallback, box, None, None
-    return fallback, box, None if known is not None else chips[0], chips[0 if known is not None else 1:]
+    if known is not None:
+        return fallback, box, None, chips
+    return fallback, box, chips[0], chips[1:]
 
 
 def identity_scores(pset: PairSet, outputs: dict[str, Any], workers: int = 2, progress: bool = True,
@@ -466,7 +468,7 @@ def evaluate_study(params: dict[str, Any], data_dir: Path, trained: dict[str, An
         if unknown:
             raise ValueError(f"no such set: {', '.join(unknown)} (the study's: {', '.join(names)})")
     sets = testsets.study_sets(params, Path(data_dir), trained, progress, baselines, masked_detector,
-                               validation=only is not None and "val" in only, paste=paste, only=only)
+                               paste=paste, only=only)
     if only is not None:
         sets = [s for s in sets if s.name in only]  # the photo level builds both of its sets
     return run(trained, sets, ep, params["base"]["seed"], baselines, progress=progress)

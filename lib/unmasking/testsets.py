@@ -14,7 +14,7 @@ The study's sets (``study_sets``), in this order:
   first template's set (``default-mask`` in the committed run) is also scored for identity (same-photo, on the first
   ``evaluate.identity_pairs`` faces) and realism.
 
-Only on request (``validation=True``, never in the pipeline's evaluation), ``val`` -- the validation split, cropped as
+Only on request (``only`` names it, never in the pipeline's evaluation), ``val`` -- the validation split, cropped as
 the test split is: the set a comparison of other settings is decided on (``python -m unmasking.evaluate --sets val``).
 
 Identity against another photo of the same person (verification) is scored on ``test``, ``test_detected`` and
@@ -160,11 +160,11 @@ def study_set_names(params: dict[str, Any], data_dir: Path) -> list[str]:
 
 
 def study_sets(params: dict[str, Any], data_dir: Path, trained: dict[str, Any], progress: bool = True,
-               baselines: bool = True, masked_detector: Path | None = None, validation: bool = False,
-               paste: str = "region", only: list[str] | None = None) -> list[PairSet]:
+               baselines: bool = True, masked_detector: Path | None = None, paste: str = "region",
+               only: list[str] | None = None) -> list[PairSet]:
     """The study's sets from ``data_dir`` (see the module text); ``masked_detector``: the masked-face detector's file
-    for the photos; ``validation``: add the ``val`` set; ``paste``: how the photo level pastes (``photo_sets``);
-    ``only``: build only the sets of these names (and what they need), not the others."""
+    for the photos; ``paste``: how the photo level pastes (``photo_sets``); ``only``: build only the sets of these
+    names (and what they need), not the others (default: all but ``val``, which is built only when named)."""
     ep, dl = params["evaluate"], params["download"]
     data_dir = Path(data_dir)
     subset = data_dir / "subset"
@@ -202,7 +202,7 @@ def study_sets(params: dict[str, Any], data_dir: Path, trained: dict[str, Any], 
                             same_photo_n=(ep["identity_pairs"] or None) if primary else 0, realism=primary,
                             info={"source": f"{s['source']}: {s['source_path']}", "image_size": s["image_size"],
                                   "mask": d.name, "primary": primary}))
-    if validation:
+    if only is not None and "val" in only:
         va = data.load_pairs(subset, ["val"], verify=True)
         sets.append(PairSet("val", va["masked"], va["unmasked"], va["ids"], [r["mask"] for r in va["rows"]],
                             realism=True, info={"source": source, "image_size": summary["image_size"],
