@@ -50,6 +50,38 @@ def test_warped_anchors_land_on_the_landmarks_they_name(tilt, scale):
         assert np.hypot(*(centre - target)) <= 2.0, (masks.ANCHOR_NAMES[k], centre, target)
 
 
+def whole_image_warp(img: np.ndarray, lm: np.ndarray, template: masks.Template) -> np.ndarray:
+    """The two perspective warps over the whole image (the definition ``warp_template`` computes over a box)."""
+    import cv2
+
+    src, dst = template.anchors.astype(np.float32), masks.anchor_targets(lm).astype(np.float32)
+    rgba = template.rgba.astype(np.float32)
+    premult = np.concatenate([rgba[..., :3] * rgba[..., 3:4] / 255, rgba[..., 3:4] / 255], axis=-1)
+    acc = np.zeros(img.shape[:2] + (4,), np.float32)
+    alpha = np.zeros(img.shape[:2], np.float32)
+    for quad, keep in zip(((0, 1, 4, 3), (1, 2, 5, 4)), masks._half_masks(template.anchors, rgba.shape[:2])):
+        m = cv2.getPerspectiveTransform(src[list(quad)], dst[list(quad)])
+        warped = cv2.warpPerspective(premult * keep[..., None], m, img.shape[1::-1], flags=cv2.INTER_LINEAR)
+        acc += warped
+        alpha = np.maximum(alpha, warped[..., 3])
+    color = acc[..., :3] / np.maximum(acc[..., 3:4], 1e-6)
+    a = np.clip(alpha, 0, 1)[..., None]
+    return np.clip(img * (1 - a) + color * a + 0.5, 0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("tilt,scale,shift", [(0, 1.0, (0, 0)), (12, 0.7, (0, 0)), (-8, 1.2, (-70, 40))])
+def test_the_warp_over_the_template_box_equals_the_warp_over_the_whole_image(tilt, scale, shift):
+    lm = face_landmarks(tilt, scale) + shift  # the last: the mask partly outside the image
+    img = np.random.default_rng(3).integers(0, 256, (240, 240, 3), dtype=np.uint8)
+    tpl = marker_template()
+    got = masks.warp_template(img, lm, tpl)
+    want = whole_image_warp(img, lm, tpl)
+    assert np.abs(got.astype(int) - want).max() <= 1  # the same warp, its matrix shifted: rounding at most
+    assert (got != want).mean() < 1e-3
+    assert (got != img).any()
+    assert masks.warp_template(img, lm, tpl).tobytes() == got.tobytes()  # the cached halves give the same result
+
+
 def test_anchor_targets_follow_the_named_landmarks():
     lm = face_landmarks()
     t = dict(zip(masks.ANCHOR_NAMES, masks.anchor_targets(lm)))

@@ -41,4 +41,21 @@ def test_pixel_metrics_are_the_same_in_one_and_in_two_processes():
         return a.astype(np.float32) / 255
 
     assert one[4][1] == metrics.image_metrics(f(outputs["noisy"][4]), f(unmasked[4]), f(masked[4]))
-    assert evaluate._PIXEL_INPUTS == {}  # nothing left behind in this process
+    assert parallel._SHARED == {}  # nothing left behind in this process
+
+
+def test_baselines_are_the_same_in_one_and_in_two_processes():
+    rng = np.random.default_rng(1)
+    unmasked = rng.integers(0, 200, (7, 32, 32, 3), dtype=np.uint8)
+    masked = unmasked.copy()
+    masked[:, 16:28, 8:24] = 250
+    for name in ("telea", "telea_oracle"):
+        one = evaluate.baseline_outputs(name, masked, unmasked, 3, workers=1)
+        two = evaluate.baseline_outputs(name, masked, unmasked, 3, workers=2)
+        assert one.dtype == np.uint8 and one.shape == masked.shape
+        assert np.array_equal(one, two)
+        assert not np.array_equal(one, masked)  # the region was inpainted
+    region = metrics.region(masked[2].astype(np.float32) / 255, unmasked[2].astype(np.float32) / 255)
+    assert np.array_equal(evaluate.baseline_outputs("telea_oracle", masked, unmasked, 3, region[None].repeat(7, 0),
+                                                    workers=2)[2], one[2])
+    assert parallel._SHARED == {}

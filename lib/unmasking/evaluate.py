@@ -79,25 +79,30 @@ def telea(masked: np.ndarray, region: np.ndarray, radius: int = 5) -> np.ndarray
     return cv2.inpaint(np.ascontiguousarray(masked), region.astype(np.uint8) * 255, radius, cv2.INPAINT_TELEA)
 
 
+def _baseline_one(data: dict[str, Any], i: int) -> np.ndarray:
+    """Baseline ``data["name"]``'s output for image ``i`` (see ``baseline_outputs``)."""
+    import cv2
+
+    m, radius = data["masked"][i], data["radius"]
+    if data["name"] == "telea":
+        return telea(m, estimate_mask_region(m), radius)
+    regions = data["regions"]
+    r = regions[i] if regions is not None else metrics.region(m.astype(np.float32) / 255,
+                                                              data["unmasked"][i].astype(np.float32) / 255)
+    r = cv2.dilate(r.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
+    return telea(m, r, radius)
+
+
 def baseline_outputs(name: str, masked: np.ndarray, unmasked: np.ndarray, radius: int = 5,
-                     regions: np.ndarray | None = None) -> np.ndarray:
+                     regions: np.ndarray | None = None, workers: int = 1, progress: bool = False) -> np.ndarray:
     """Outputs (uint8) of a baseline method for a batch of masked images (``regions``: the true regions, else those
-    of the pairs)."""
+    of the pairs), the images spread over ``workers`` processes (the same outputs as one process)."""
     if name == "masked_input":
         return masked.copy()
-    if name == "telea":
-        return np.stack([telea(m, estimate_mask_region(m), radius) for m in masked])
-    if name == "telea_oracle":
-        import cv2
-
-        out = []
-        for i, (m, u) in enumerate(zip(masked, unmasked)):
-            r = regions[i] if regions is not None else metrics.region(m.astype(np.float32) / 255,
-                                                                      u.astype(np.float32) / 255)
-            r = cv2.dilate(r.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
-            out.append(telea(m, r, radius))
-        return np.stack(out)
-    raise ValueError(f"unknown baseline {name!r}")
+    if name not in BASELINES:
+        raise ValueError(f"unknown baseline {name!r}")
+    data = {"name": name, "masked": masked, "unmasked": unmasked, "regions": regions, "radius": radius}
+    return np.stack(parallel.indexed_map(_baseline_one, data, len(masked), name, workers, progress))
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -233,20 +238,12 @@ def identity_scores(pset: PairSet, outputs: dict[str, Any], workers: int = 2, pr
 # Pixel metrics, in parallel
 
 
-_PIXEL_INPUTS: dict[str, Any] = {}
-
-
-def _set_pixel_inputs(masked, unmasked, outputs, regions) -> None:
-    _PIXEL_INPUTS.update(masked=masked, unmasked=unmasked, outputs=outputs, regions=regions)
-
-
-def _pixel_metrics_one(i: int) -> list[dict[str, float]]:
-    """Every method's pixel metrics for image ``i`` of the arrays in ``_PIXEL_INPUTS`` (set in each worker)."""
-    p = _PIXEL_INPUTS
-    m = p["masked"][i].astype(np.float32) / 255
-    u = p["unmasked"][i].astype(np.float32) / 255
-    region = metrics.region(m, u) if p["regions"] is None else p["regions"][i]
-    return [metrics.image_metrics(out[i].astype(np.float32) / 255, u, m, region) for out in p["outputs"]]
+def _pixel_metrics_one(data: dict[str, Any], i: int) -> list[dict[str, float]]:
+    """Every method's pixel metrics for image ``i`` (see ``pixel_metrics``)."""
+    m = data["masked"][i].astype(np.float32) / 255
+    u = data["unmasked"][i].astype(np.float32) / 255
+    region = metrics.region(m, u) if data["regions"] is None else data["regions"][i]
+    return metrics.image_metrics_many([out[i].astype(np.float32) / 255 for out in data["outputs"]], u, m, region)
 
 
 def pixel_metrics(pset: PairSet, outputs: dict[str, Any], workers: int = 2, progress: bool = True
@@ -255,13 +252,10 @@ def pixel_metrics(pset: PairSet, outputs: dict[str, Any], workers: int = 2, prog
 
     The images are spread over ``workers`` processes (the same numbers as one process, in the same order).
     """
-    try:
-        return parallel.ordered_map_with_progress(
-            _pixel_metrics_one, range(len(pset.ids)), len(pset.ids), f"pixel metrics {pset.name}", workers,
-            progress, initializer=_set_pixel_inputs,
-            initargs=(pset.masked, pset.unmasked, list(outputs.values()), pset.regions), chunksize=16)
-    finally:
-        _PIXEL_INPUTS.clear()
+    data = {"masked": pset.masked, "unmasked": pset.unmasked, "outputs": list(outputs.values()),
+            "regions": pset.regions}
+    return parallel.indexed_map(_pixel_metrics_one, data, len(pset.ids), f"pixel metrics {pset.name}", workers,
+                                progress)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -275,7 +269,7 @@ def method_outputs(pset: PairSet, trained: dict[str, Any], ep: dict[str, Any], b
 
     if pset.outputs is not None:
         return pset.outputs
-    out = {b: baseline_outputs(b, pset.masked, pset.unmasked, ep["telea_radius"], pset.regions)
+    out = {b: baseline_outputs(b, pset.masked, pset.unmasked, ep["telea_radius"], pset.regions, ep.get("workers", 2))
            for b in (BASELINES if baselines else ("masked_input",))}
     out.update({n: models.unmask(m, pset.masked, ep["batch_size"], models.flip_averaged(m, ep)).faces
                 for n, m in trained.items()})

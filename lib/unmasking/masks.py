@@ -185,28 +185,66 @@ def _half_masks(anchors: np.ndarray, shape: tuple[int, int], overlap: float = 1.
     return side >= -overlap, side <= overlap
 
 
+_HALVES: dict[int, tuple[Template, list[np.ndarray]]] = {}  # id(template) -> (template, its two warped halves' inputs)
+
+
+def _premultiplied_halves(template: Template) -> list[np.ndarray]:
+    """A MaskTheFace template's premultiplied RGBA (float32; no dark fringe when warped), left and right of its line
+    b-e: made once per template (per process) and kept while the template lives."""
+    hit = _HALVES.get(id(template))
+    if hit is None or hit[0] is not template:
+        rgba = template.rgba.astype(np.float32)
+        a0 = rgba[..., 3:4] / 255.0
+        premult = np.concatenate([rgba[..., :3] * a0, a0], axis=-1)
+        left, right = _half_masks(template.anchors, rgba.shape[:2])
+        hit = _HALVES[id(template)] = (template, [premult * left[..., None], premult * right[..., None]])
+    return hit[1]
+
+
+def _warped_box(ms: list[np.ndarray], size: tuple[int, int], shape: tuple[int, int]) -> tuple[int, int, int, int]:
+    """The pixels (x0, y0, x1, y1) of an image of ``shape`` that a template of ``size`` (w, h) covers under the
+    perspective warps ``ms``, padded by 2 px; the whole image where a corner falls behind the horizon."""
+    h, w = shape
+    tw, th = size
+    corners = np.array([[0, 0, 1], [tw, 0, 1], [tw, th, 1], [0, th, 1]], np.float64).T
+    pts = []
+    for m in ms:
+        q = m @ corners
+        if (q[2] <= 1e-9).any():
+            return 0, 0, w, h
+        pts.append(q[:2] / q[2])
+    pts = np.concatenate(pts, axis=1)
+    x0, y0 = np.floor(pts.min(axis=1)).astype(int) - 2
+    x1, y1 = np.ceil(pts.max(axis=1)).astype(int) + 2
+    return max(0, x0), max(0, y0), min(w, x1), min(h, y1)
+
+
 def warp_template(img: np.ndarray, lm: np.ndarray, template: Template) -> np.ndarray:
-    """Paste a MaskTheFace template: its six anchors warped onto ``anchor_targets(lm)``, a perspective warp per half."""
+    """Paste a MaskTheFace template: its six anchors warped onto ``anchor_targets(lm)``, a perspective warp per half,
+    computed over the template's bounding box in the image only."""
     import cv2
 
     h, w = img.shape[:2]
     src, dst = template.anchors.astype(np.float32), anchor_targets(lm).astype(np.float32)
-    rgba = template.rgba.astype(np.float32)
-    a0 = rgba[..., 3:4] / 255.0
-    premult = np.concatenate([rgba[..., :3] * a0, a0], axis=-1)  # warp premultiplied colour: no dark fringe
-    left, right = _half_masks(template.anchors, rgba.shape[:2])
-    acc = np.zeros((h, w, 4), np.float32)
-    alpha = np.zeros((h, w), np.float32)
-    for quad, keep in (((0, 1, 4, 3), left), ((1, 2, 5, 4), right)):
-        m = cv2.getPerspectiveTransform(src[list(quad)], dst[list(quad)])
-        warped = cv2.warpPerspective(premult * keep[..., None], m, (w, h), flags=cv2.INTER_LINEAR,
+    halves = _premultiplied_halves(template)
+    ms = [cv2.getPerspectiveTransform(src[list(q)], dst[list(q)]) for q in ((0, 1, 4, 3), (1, 2, 5, 4))]
+    x0, y0, x1, y1 = _warped_box(ms, (template.rgba.shape[1], template.rgba.shape[0]), (h, w))
+    out = img.copy()
+    if x1 <= x0 or y1 <= y0:
+        return out
+    shift = np.array([[1, 0, -x0], [0, 1, -y0], [0, 0, 1]], np.float64)
+    acc = np.zeros((y1 - y0, x1 - x0, 4), np.float32)
+    alpha = np.zeros((y1 - y0, x1 - x0), np.float32)
+    for m, half in zip(ms, halves):
+        warped = cv2.warpPerspective(half, shift @ m, (x1 - x0, y1 - y0), flags=cv2.INTER_LINEAR,
                                      borderMode=cv2.BORDER_CONSTANT, borderValue=0)
         acc += warped
         alpha = np.maximum(alpha, warped[..., 3])
     color = acc[..., :3] / np.maximum(acc[..., 3:4], 1e-6)
     alpha = np.clip(alpha, 0, 1)[..., None]
-    out = img.astype(np.float32) * (1 - alpha) + color * alpha
-    return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+    box = out[y0:y1, x0:x1].astype(np.float32) * (1 - alpha) + color * alpha
+    out[y0:y1, x0:x1] = np.clip(box + 0.5, 0, 255).astype(np.uint8)
+    return out
 
 
 def _point_line_distance(p: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:

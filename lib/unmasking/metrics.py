@@ -79,17 +79,24 @@ def psnr(pred: np.ndarray, truth: np.ndarray) -> float:
     return _psnr_from_mse(mse(pred, truth))
 
 
-def ssim(pred: np.ndarray, truth: np.ndarray, window: int = 7) -> float:
+def _box_mean(x: np.ndarray, window: int) -> np.ndarray:
     import cv2
 
-    a, b = np.asarray(pred, np.float64), np.asarray(truth, np.float64)
+    return cv2.boxFilter(x, cv2.CV_64F, (window, window), normalize=True, borderType=cv2.BORDER_REFLECT)
 
-    def mean(x):
-        return cv2.boxFilter(x, cv2.CV_64F, (window, window), normalize=True, borderType=cv2.BORDER_REFLECT)
 
-    ua, ub = mean(a), mean(b)
+def _moments(x: np.ndarray, window: int = 7) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """An image (float64) with its local means of x and x * x: what SSIM needs of each image alone."""
+    x = np.asarray(x, np.float64)
+    return x, _box_mean(x, window), _box_mean(x * x, window)
+
+
+def ssim(pred: np.ndarray, truth: np.ndarray, window: int = 7, _truth: tuple | None = None) -> float:
+    """SSIM (see the module text); ``_truth``: ``_moments(truth)``, when several predictions share a truth."""
+    a, ua, aa = _moments(pred, window)
+    b, ub, bb = _moments(truth, window) if _truth is None else _truth
     cov = window * window / (window * window - 1)  # the sample covariance, as skimage's default
-    va, vb, vab = cov * (mean(a * a) - ua * ua), cov * (mean(b * b) - ub * ub), cov * (mean(a * b) - ua * ub)
+    va, vb, vab = cov * (aa - ua * ua), cov * (bb - ub * ub), cov * (_box_mean(a * b, window) - ua * ub)
     c1, c2 = 0.01**2, 0.03**2
     s = ((2 * ua * ub + c1) * (2 * vab + c2)) / ((ua**2 + ub**2 + c1) * (va + vb + c2))
     p = (window - 1) // 2
@@ -127,16 +134,22 @@ def bbox(mask: np.ndarray) -> tuple[slice, slice] | None:
     return slice(ys.min(), ys.max() + 1), slice(xs.min(), xs.max() + 1)
 
 
-def masked_ssim(pred: np.ndarray, truth: np.ndarray, mask: np.ndarray) -> float:
-    """SSIM over the bounding box of the masked region (at least 7 x 7, the SSIM window)."""
+def _ssim_box(mask: np.ndarray) -> tuple[slice, slice] | None:
+    """The bounding box of ``mask`` grown to at least 7 x 7 (the SSIM window) inside the image."""
     b = bbox(mask)
     if b is None:
-        return float("nan")
+        return None
     ys, xs = b
     h, w = mask.shape
     ys = slice(max(0, min(ys.start, ys.stop - 7)), max(ys.stop, min(h, ys.start + 7)))
     xs = slice(max(0, min(xs.start, xs.stop - 7)), max(xs.stop, min(w, xs.start + 7)))
-    return ssim(pred[ys, xs], truth[ys, xs])
+    return ys, xs
+
+
+def masked_ssim(pred: np.ndarray, truth: np.ndarray, mask: np.ndarray) -> float:
+    """SSIM over the bounding box of the masked region (at least 7 x 7, the SSIM window)."""
+    b = _ssim_box(mask)
+    return float("nan") if b is None else ssim(pred[b], truth[b])
 
 
 IMAGE_METRICS = ("accuracy_paper", "mse", "psnr", "ssim", "masked_psnr", "masked_l1", "masked_ssim", "detail_ratio")
@@ -150,17 +163,32 @@ def image_metrics(pred: np.ndarray, truth: np.ndarray, masked: np.ndarray, mask:
                   ) -> dict[str, float]:
     """All per-image metrics of one image; the masked region ``mask`` is the (masked input, truth) pair's ``region``
     unless given (``lossy_region`` for compressed pairs)."""
+    return image_metrics_many([pred], truth, masked, mask)[0]
+
+
+def image_metrics_many(preds: list[np.ndarray], truth: np.ndarray, masked: np.ndarray, mask: np.ndarray | None = None
+                       ) -> list[dict[str, float]]:
+    """``image_metrics`` of several predictions of one image (every method's), the same numbers: what depends on
+    the truth alone (its SSIM moments, its detail) is computed once."""
     mask = region(masked, truth) if mask is None else mask
-    return {
-        "accuracy_paper": accuracy_paper(pred, truth),
-        "mse": mse(pred, truth),
-        "psnr": psnr(pred, truth),
-        "ssim": ssim(pred, truth),
-        "masked_psnr": masked_psnr(pred, truth, mask),
-        "masked_l1": masked_l1(pred, truth, mask),
-        "masked_ssim": masked_ssim(pred, truth, mask),
-        "detail_ratio": detail_ratio(pred, truth, mask),
-    }
+    box = _ssim_box(mask)
+    whole = _moments(truth)
+    inner = None if box is None else _moments(np.asarray(truth)[box])
+    t_detail = detail(truth, mask)
+    out = []
+    for pred in preds:
+        d = detail(pred, mask) if np.isfinite(t_detail) and t_detail > 0 else float("nan")
+        out.append({
+            "accuracy_paper": accuracy_paper(pred, truth),
+            "mse": mse(pred, truth),
+            "psnr": psnr(pred, truth),
+            "ssim": ssim(pred, truth, _truth=whole),
+            "masked_psnr": masked_psnr(pred, truth, mask),
+            "masked_l1": masked_l1(pred, truth, mask),
+            "masked_ssim": float("nan") if box is None else ssim(pred[box], truth[box], _truth=inner),
+            "detail_ratio": d / t_detail if np.isfinite(d) else float("nan"),
+        })
+    return out
 
 
 LOSSY_THRESHOLD = 16 / 255
@@ -265,7 +293,8 @@ def _c2st_net(shape):
     x = layers.GlobalAveragePooling2D()(x)
     outputs = layers.Dense(1, activation="sigmoid")(x)
     net = keras.Model(inputs, outputs)
-    net.compile(optimizer=keras.optimizers.Adam(1e-3), loss="binary_crossentropy")
+    # 64 training steps per call into the backend: the same steps, less of Keras's per-step overhead
+    net.compile(optimizer=keras.optimizers.Adam(1e-3), loss="binary_crossentropy", steps_per_execution=64)
     return net
 
 

@@ -12,6 +12,8 @@ import multiprocessing as mp
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
+_SHARED: dict[str, Any] = {}  # what ``indexed_map`` hands each worker (and this process, with one worker)
+
 
 def ordered_map(fn: Callable[[Any], Any], items: Iterable[Any], workers: int, initializer=None, initargs=(),
                 chunksize: int = 8, start: str = "fork") -> Iterator[Any]:
@@ -48,3 +50,22 @@ def ordered_map_with_progress(fn: Callable[[Any], Any], items: Iterable[Any], to
             out.append(r)
             bar.update(1)
     return out
+
+
+def _share(fn: Callable[[Any, int], Any], data: Any) -> None:
+    _SHARED.update(fn=fn, data=data)
+
+
+def _call_shared(i: int) -> Any:
+    return _SHARED["fn"](_SHARED["data"], i)
+
+
+def indexed_map(fn: Callable[[Any, int], Any], data: Any, n: int, desc: str, workers: int, progress_bar: bool = True,
+                chunksize: int = 16) -> list[Any]:
+    """``[fn(data, i) for i in range(n)]`` in ``workers`` forked processes, with a progress bar: ``data`` (arrays, a
+    dict of them) reaches each worker once, by the fork, not with every item; ``fn`` is a module-level function."""
+    try:
+        return ordered_map_with_progress(_call_shared, range(n), n, desc, workers, progress_bar, initializer=_share,
+                                         initargs=(fn, data), chunksize=chunksize)
+    finally:
+        _SHARED.clear()

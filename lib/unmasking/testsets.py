@@ -128,7 +128,7 @@ def photo_sets(prefix: str, ids: list[str], mask_names: list[str], masked: list[
     # each model unmasks the crop at its own size, as ``unmask predict`` does; its crops are scored at ``size``
     preds = {n: models.unmask(m, _crops_at(masked, face, hit, crops, int(m.input_shape[1])), ep["batch_size"],
                               models.flip_averaged(m, ep)) for n, m in trained.items()}
-    crop_out = {b: baseline_outputs(b, crops, truth, ep["telea_radius"], region_crops)
+    crop_out = {b: baseline_outputs(b, crops, truth, ep["telea_radius"], region_crops, ep.get("workers", 2))
                 for b in (BASELINES if baselines else ("masked_input",))}
     crop_out.update({n: np.stack([images.resize(f, size) for f in p.faces]) for n, p in preds.items()})
     photo_out = {"masked_input": [masked[i] for i in hit]}
