@@ -262,14 +262,15 @@ def pixel_metrics(pset: PairSet, outputs: dict[str, Any], workers: int = 2, prog
 # Scoring a set
 
 
-def method_outputs(pset: PairSet, trained: dict[str, Any], ep: dict[str, Any], baselines: bool = True
-                   ) -> dict[str, Any]:
-    """Every method's outputs on a set (the set's own, when it brings them)."""
+def method_outputs(pset: PairSet, trained: dict[str, Any], ep: dict[str, Any], baselines: bool = True,
+                   workers: int = 2) -> dict[str, Any]:
+    """Every method's outputs on a set (the set's own, when it brings them); the baselines in ``workers``
+    processes."""
     from unmasking import models
 
     if pset.outputs is not None:
         return pset.outputs
-    out = {b: baseline_outputs(b, pset.masked, pset.unmasked, ep["telea_radius"], pset.regions, ep.get("workers", 2))
+    out = {b: baseline_outputs(b, pset.masked, pset.unmasked, ep["telea_radius"], pset.regions, workers)
            for b in (BASELINES if baselines else ("masked_input",))}
     out.update({n: models.unmask(m, pset.masked, ep["batch_size"], models.flip_averaged(m, ep)).faces
                 for n, m in trained.items()})
@@ -426,7 +427,7 @@ def run(trained: dict[str, Any], sets: list[PairSet], ep: dict[str, Any], seed: 
     truth_cache: dict[str, Truth] = {}  # the generated-face sets mask the same faces
     names = list(trained)
     for pset in sets:
-        outputs = method_outputs(pset, trained, ep, baselines)
+        outputs = method_outputs(pset, trained, ep, baselines, workers)
         rows = score_set(pset, outputs, ep, workers, progress, truth_cache)
         c2st = realism(pset, outputs, ep, seed) if pset.realism else None
         entry = {"n": len(pset.ids), **pset.info, "methods": summarize(rows, c2st, seed, n_boot, thr)}

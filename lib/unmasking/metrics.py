@@ -177,7 +177,6 @@ def image_metrics_many(preds: list[np.ndarray], truth: np.ndarray, masked: np.nd
     t_detail = detail(truth, mask)
     out = []
     for pred in preds:
-        d = detail(pred, mask) if np.isfinite(t_detail) and t_detail > 0 else float("nan")
         out.append({
             "accuracy_paper": accuracy_paper(pred, truth),
             "mse": mse(pred, truth),
@@ -186,7 +185,7 @@ def image_metrics_many(preds: list[np.ndarray], truth: np.ndarray, masked: np.nd
             "masked_psnr": masked_psnr(pred, truth, mask),
             "masked_l1": masked_l1(pred, truth, mask),
             "masked_ssim": float("nan") if box is None else ssim(pred[box], truth[box], _truth=inner),
-            "detail_ratio": d / t_detail if np.isfinite(d) else float("nan"),
+            "detail_ratio": detail_ratio(pred, truth, mask, _truth_detail=t_detail),
         })
     return out
 
@@ -227,9 +226,10 @@ def detail(img: np.ndarray, mask: np.ndarray) -> float:
     return float(np.abs(cv2.Laplacian(luma, cv2.CV_32F, ksize=1))[inner].mean())
 
 
-def detail_ratio(pred: np.ndarray, truth: np.ndarray, mask: np.ndarray) -> float:
-    """``detail(pred) / detail(truth)`` over the masked region: 1.0 = as detailed as the real face."""
-    t = detail(truth, mask)
+def detail_ratio(pred: np.ndarray, truth: np.ndarray, mask: np.ndarray, _truth_detail: float | None = None) -> float:
+    """``detail(pred) / detail(truth)`` over the masked region: 1.0 = as detailed as the real face
+    (``_truth_detail``: ``detail(truth, mask)``, when several predictions share a truth)."""
+    t = detail(truth, mask) if _truth_detail is None else _truth_detail
     return float("nan") if not np.isfinite(t) or t <= 0 else detail(pred, mask) / t
 
 
