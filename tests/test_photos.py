@@ -99,25 +99,28 @@ def test_the_photo_level_set_unmasks_each_model_at_its_own_size_as_predict_does(
     cli.synthesize_dir(faces_dir, tmp_path / "pairs", DEFAULT_MASK, progress=False)
     small, big = untrained_mask_unet(32), untrained_mask_unet(48)
     ep = {"flip_average": ["mask_unet"], "batch_size": 8, "telea_radius": 3, "detector": "auto", "upsample": 1,
-          "workers": 1}
+          "workers": 1, "refine": 1}
     sets, _, _ = testsets.folder_sets(tmp_path / "pairs", {"small": small, "big": big}, ep, 32, photo_level=True,
                                       progress=False)
     detected, photo = sets
     masked = [images.read_rgb(p) for p in sorted((tmp_path / "pairs" / "with_mask").iterdir())]
     for name, net in (("small", small), ("big", big)):
-        expected = photos.unmask_photos(net, masked, flip_average=True)
+        expected = photos.unmask_photos(net, masked, flip_average=True, refine=1)
         for got, want in zip(photo.outputs[name], expected):
             assert np.array_equal(got, want.image)
+        for got, want in zip(detected.outputs[name], expected):  # the crop level: the model on the first crop
+            assert np.array_equal(got, images.resize(want.first[0], 32))
         assert detected.outputs[name].shape == detected.masked.shape  # scored at the set's size, 32 px
     assert not np.array_equal(photo.outputs["small"][0], photo.outputs["big"][0])
-    assert photo.info["pasted"] == testsets.PASTES["region"]
+    assert photo.info["pasted"] == photos.PASTES["region"]
     (_, boxed), _, _ = testsets.folder_sets(tmp_path / "pairs", {"small": small}, ep, 32, photo_level=True,
                                             progress=False, paste="box")
-    assert boxed.info["pasted"] == testsets.PASTES["box"]
+    assert boxed.info["pasted"] == photos.PASTES["box"]
     for got, img in zip(boxed.outputs["small"], masked):  # the whole crop, as unmask predict pasted it before
-        face = photos.find_faces(img, 32)[0]
-        pred = models.unmask(small, face.crop[None], flip_average=True).faces[0]
-        assert np.array_equal(got, photos.paste_back(img, pred, face.box))
+        want = photos.unmask_faces(small, [img], [photos.find_faces(img, 32)], True, refine=1, paste="box")[0]
+        pred = models.unmask(small, want.faces[0].crop[None], flip_average=True).faces[0]
+        assert np.array_equal(got, want.image)
+        assert np.array_equal(got, photos.paste_back(img, pred, want.faces[0].box))
 
 
 def test_the_photo_level_set_refuses_an_unknown_paste():
@@ -125,3 +128,65 @@ def test_the_photo_level_set_refuses_an_unknown_paste():
 
     with pytest.raises(ValueError, match="paste"):
         testsets.photo_sets("test", [], [], [], [], [], None, {}, {}, 32, paste="everything")
+
+
+@needs_shared
+def test_refining_crops_again_from_landmarks_refitted_on_the_unmasked_output():
+    from unmasking import data, images, masks
+
+    net = models.build("mask_unet", 32, TINY_MASK_UNET)
+    u = images.read_rgb(sorted(STYLEGAN.glob("*.jpg"))[5])
+    img = masks.apply_mask(u, data.find_landmarks(u), masks.drawn_templates()["surgical-blue"])
+    first = photos.unmask_image(net, img, flip_average=False, refine=0)
+    assert first.faces[0].box == photos.find_faces(img, 32)[0].box
+    once = photos.unmask_image(net, img, flip_average=False, refine=1)
+    f = once.faces[0]
+    assert f.box == masks.crop_box(faces.landmarks(first.image, f.face_box))  # refitted on the first output
+    assert np.array_equal(f.crop, images.resize(masks.crop(img, f.box), 32))  # cut from the masked photo
+    assert np.array_equal(once.first[0], first.first[0])
+    pred = models.unmask(net, f.crop[None])
+    assert np.array_equal(once.image, photos.paste_back(img, pred.faces[0], f.box, pred.masks[0]))
+    twice = photos.unmask_image(net, img, flip_average=False, refine=2)
+    assert twice.faces[0].box == masks.crop_box(faces.landmarks(once.image, f.face_box))
+
+
+def test_a_whole_image_face_is_not_refined():
+    net = models.build("mask_unet", 32, TINY_MASK_UNET)
+    img = np.random.default_rng(1).integers(0, 256, (40, 50, 3), dtype=np.uint8)
+    res = photos.unmask_image(net, img, flip_average=False, crop="none", refine=2)
+    assert res.faces[0].box == (0, 0, 50, 40) and res.faces[0].detector == "whole"
+    assert np.array_equal(res.first[0], models.unmask(net, res.faces[0].crop[None]).faces[0])
+
+
+def test_the_default_refinement_is_the_studys_setting(monkeypatch):
+    from unmasking import shipped
+
+    monkeypatch.setattr(shipped, "settings", lambda weights_dir=None: {"refine": 3})
+    assert photos._refine_setting(None) == 3 and photos._refine_setting(0) == 0
+
+
+@needs_shared
+def test_the_region_set_scores_the_test_crops_over_the_photos_exact_region():
+    from unmasking import data, evaluate, images, masks, testsets
+
+    files = sorted(STYLEGAN.glob("*.jpg"))[:3]
+    originals = [images.read_rgb(f) for f in files]
+    ms, us, regions = [], [], []
+    for u in originals:
+        lm = data.find_landmarks(u)
+        m = masks.apply_mask(u, lm, masks.drawn_templates()["surgical-white"])
+        box = masks.crop_box(lm)
+        ms.append(images.resize(masks.crop(m, box), 32))
+        us.append(images.resize(masks.crop(u, box), 32))
+        regions.append(masks.difference_mask(m, u))
+    us[2] = us[2][::-1].copy()  # a truth that is not the photo's own crop: left out
+    test = evaluate.PairSet("test", np.stack(ms), np.stack(us), ["a", "b", "c"], ["m"] * 3, info={"with_reference": 1})
+    got = testsets.region_set(test, ["c", "a", "z"], [originals[2], originals[0], originals[1]],
+                              [regions[2], regions[0], regions[1]], workers=1, progress=False)
+    assert got.name == "test_region" and got.ids == ["a"] and got.info["left_out"] == 2
+    assert "with_reference" not in got.info and got.same_photo_n == 0
+    box = masks.crop_box(data.find_landmarks(originals[0]))
+    assert np.array_equal(got.regions[0], testsets.region_crop(regions[0], box, 32))
+    assert np.array_equal(got.masked[0], ms[0]) and np.array_equal(got.unmasked[0], us[0])
+    # the exact region is not the 32 px difference region the test split is scored over
+    assert not np.array_equal(got.regions[0], masks.difference_mask(ms[0], us[0]))

@@ -1,12 +1,13 @@
 """The ``unmask`` command: unmask any photo, evaluate weights on any folder of pairs, mask a folder of faces.
 
     unmask predict INPUT... --out DIR [--model NAME | --weights PATH] [--crop detect|none] [--detector D]
-                                      [--upsample N]
+                                      [--upsample N] [--refine N]
     unmask evaluate PAIRS_DIR [--model NAME | --weights PATH] [--crop detect|none] [--photos] [--json FILE]
     unmask synthesize FACES_DIR --out DIR [--mask PNG|masks.cfg|DIR] [--template NAME]...
 
 ``predict`` does what ``photos`` describes: find each masked face (dlib's HOG detector, the study's masked-face
-detector, then dlib's CNN detector), crop it from its landmarks as the training data were cropped, unmask it, and paste
+detector, then dlib's CNN detector), crop it from its landmarks as the training data were cropped, unmask it, crop it
+again from landmarks refitted on the unmasked face and unmask that crop (``evaluate.refine`` passes), and paste
 back only the region the model estimates the mask covers. It works straight after installation with the weights the
 package ships (``shipped``); ``--weights`` takes any ``.keras`` file. ``evaluate`` runs the study's evaluation
 (``evaluate.run``) on a folder in Face Mask Lite layout; ``synthesize`` masks a folder of face photos into that
@@ -83,7 +84,7 @@ RESULT_COLUMNS = ["input", "output", "status", "faces", "detector", "reason"]
 
 def predict(inputs: list[str], out_dir: Path, weights: Path | None = None, model: str | None = None,
             crop: str = "detect", detector: str = "auto", upsample: int = 1, chunk: int = 64,
-            progress: bool = True) -> list[Result]:
+            progress: bool = True, refine: int | None = None) -> list[Result]:
     """Unmask every input photo; write ``<stem>.png`` per input and ``unmask.csv``; return the per-input results."""
     from tqdm import tqdm
 
@@ -111,7 +112,7 @@ def predict(inputs: list[str], out_dir: Path, weights: Path | None = None, model
             except ImageError as e:
                 r.status, r.reason = "failed", str(e).split(": ", 1)[-1]
         done = photos.unmask_photos(net, [img for _, img in loaded], flip, crop, detector, upsample,
-                                    masked=shipped.masked_detector())
+                                    masked=shipped.masked_detector(), refine=refine)
         for (r, _), res in zip(loaded, done):
             if not res.faces:
                 r.status, r.reason, r.detector = "failed", "no face found", "none"
@@ -246,6 +247,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="auto (default): dlib's HOG detector, then the study's masked-face detector, then dlib's CNN "
                    "detector, until one finds a face")
     p.add_argument("--upsample", type=int, default=1, help="upsample photos this many times to find small faces")
+    p.add_argument("--refine", type=int, default=None, metavar="N", help="passes that crop each face again from "
+                   "landmarks refitted on its unmasked output (default: the study's evaluate.refine)")
     e = sub.add_parser("evaluate", help="metrics on a folder of pairs", description="Evaluate on a folder in Face "
                        "Mask Lite layout (with_mask/with-mask-<mask>-<file>, without_mask/<file>) with the study's "
                        "evaluation. JPEG pairs get the JPEG-tolerant masked region (metrics.lossy_region).")
@@ -277,7 +280,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "predict":
             t0 = time.perf_counter()
             results = predict(args.inputs, args.out, args.weights, args.model, args.crop, args.detector,
-                              args.upsample)
+                              args.upsample, refine=args.refine)
             dt = time.perf_counter() - t0
             failed = [r for r in results if r.status != "ok"]
             for r in failed:

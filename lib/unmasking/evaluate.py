@@ -505,7 +505,7 @@ def main(argv: list[str] | None = None) -> int:
     """Evaluate weights outside the pipeline on the study's sets (same code, same data, same layout)."""
     import argparse
 
-    from unmasking import faces, models, paths, testsets
+    from unmasking import faces, models, paths, photos
     from unmasking import params as P
 
     ap = argparse.ArgumentParser(prog="python -m unmasking.evaluate", description=main.__doc__)
@@ -520,18 +520,23 @@ def main(argv: list[str] | None = None) -> int:
                     "test_detected, photos, indomain/<template>, or val, the validation split; default: all but val)")
     ap.add_argument("--detector", choices=faces.DETECTORS, default=None,
                     help="how faces are found in the photos (default: evaluate.detector)")
-    ap.add_argument("--paste", choices=list(testsets.PASTES), default="region", help="the photo level replaces the "
+    ap.add_argument("--paste", choices=list(photos.PASTES), default="region", help="the photo level replaces the "
                     "model's estimated mask region (region, as unmask predict does) or the whole crop (box)")
+    ap.add_argument("--refine", type=int, default=None, metavar="N",
+                    help="passes that crop each photo's face again from its unmasked output (default: evaluate.refine)")
     args = ap.parse_args(argv)
     params = P.load()
     if args.detector:
         params["evaluate"]["detector"] = args.detector
+    if args.refine is not None:
+        params["evaluate"]["refine"] = args.refine
     weights = dict(item.partition("=")[::2] for item in args.weights)
     trained = {name: models.load(Path(path)) for name, path in weights.items()}
     ev = evaluate_study(params, args.data_dir, trained, baselines=not args.no_baselines,
                         masked_detector=args.models_dir / "masked_faces.svm", only=args.sets, paste=args.paste)
     write_metrics(args.out, {"note": args.note, "weights": weights, "detector": params["evaluate"]["detector"],
-                             "paste": args.paste, **ev.result})
+                             "paste": args.paste,
+                             "refine": params["evaluate"]["refine"], **ev.result})
     print(f"wrote {args.out}")
     return 0
 

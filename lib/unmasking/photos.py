@@ -4,7 +4,10 @@
    finds a face (a mask hides the lower half of the face, which dlib's HOG detector needs; ``faces.find_face_boxes``).
 2. Fit the 68 landmarks in each box and take the training data's face-centred square from them (``masks.crop_box``).
 3. Unmask the crop at the model's size (``models.unmask``).
-4. Paste back only what the model judges hidden: its own mask estimate, scaled to the photo, grown by 3 % of the
+4. Refine the crop (``evaluate.refine`` passes): the mask hides the jaw and mouth the landmarks are fitted to, so
+   the square is taken again from landmarks refitted on the first pass's output, where the face is unmasked, and the
+   new crop of the masked photo is unmasked again (``recrop``).
+5. Paste back only what the model judges hidden: its own mask estimate, scaled to the photo, grown by 3 % of the
    crop's side and feathered, is the blending weight (``blend_weight``); every pixel where that weight is 0 keeps the
    photo's own value, byte for byte, so eyes, brows and hair stay as sharp as they were. A model without a mask
    estimate (``paper_ae``) replaces the whole crop, with a soft edge.
@@ -14,7 +17,7 @@ The parts of a mask outside the face crop (ear loops beside the face) stay as th
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +29,7 @@ from unmasking.images import ImageError
 GROW = 0.03  # the estimated region is grown by this share of the crop's side before feathering
 FEATHER = 0.02  # Gaussian feathering of its edge, sigma as a share of the crop's side
 EDGE = 0.12  # whole-crop paste (no mask estimate): the weight falls to 0 over this share of each side
+PASTES = {"region": "the model's estimated region only", "box": "the whole crop, with a soft edge"}
 
 
 @dataclass
@@ -105,39 +109,92 @@ def paste_back(img: np.ndarray, pred: np.ndarray, box: Box, mask_estimate: np.nd
     return out
 
 
+def recrop(img: np.ndarray, face: Face, unmasked: np.ndarray, size: int) -> Face:
+    """``face`` cropped again from ``img``: the square of the 68 landmarks refitted, in the detector's box, on
+    ``unmasked`` (the photo with this face unmasked by a first pass)."""
+    from unmasking import faces
+
+    square = masks.crop_box(faces.landmarks(unmasked, face.face_box))
+    return Face(square, images.resize(masks.crop(img, square), size), face.detector, face.face_box)
+
+
+def _at_size(img: np.ndarray, face: Face, size: int) -> Face:
+    if face.crop.shape[0] == size:
+        return face
+    return Face(face.box, images.resize(masks.crop(img, face.box), size), face.detector, face.face_box)
+
+
 @dataclass
 class Unmasked:
-    """One photo after ``unmask_photos``: the output photo and its faces (empty when none was found)."""
+    """One photo after ``unmask_faces``: the output photo, its faces as last cropped (empty when none was found),
+    and the model's output for each face's first crop (the detector's landmarks), at the model's size."""
 
     image: np.ndarray
     faces: list[Face]
+    first: list[np.ndarray] = field(default_factory=list)
 
 
-def unmask_photos(model, photos: list[np.ndarray], flip_average: bool, crop: str = "detect", detector: str = "auto",
-                  upsample: int = 1, batch_size: int = 32, masked: Path | str | None = None) -> list[Unmasked]:
-    """Unmask every face of every photo; the faces of all photos go through one batched prediction."""
+def _refine_setting(refine: int | None) -> int:
+    if refine is not None:
+        return refine
+    from unmasking import shipped
+
+    return int(shipped.settings()["refine"])
+
+
+def unmask_faces(model, photos: list[np.ndarray], found: list[list[Face]], flip_average: bool,
+                 batch_size: int = 32, refine: int | None = None, paste: str = "region") -> list[Unmasked]:
+    """Unmask the faces ``found`` in each photo (``find_faces``); each pass is one batched prediction of every face.
+    ``refine`` more passes each crop the faces again from the last pass's output (``recrop``; faces found as the
+    whole image are not refined); None: the study's setting (``evaluate.refine``). ``paste``: ``"region"`` replaces
+    the model's estimated mask region only, ``"box"`` the whole crop with a soft edge."""
     from unmasking import models
 
+    if paste not in PASTES:
+        raise ValueError(f"paste must be one of {', '.join(PASTES)}, got {paste!r}")
+    refine = _refine_setting(refine)
     size = int(model.input_shape[1])
-    found = [find_faces(img, size, crop, detector, upsample, masked) for img in photos]
-    crops = [f.crop for fs in found for f in fs]
-    if not crops:
-        return [Unmasked(img, []) for img in photos]
-    pred = models.unmask(model, np.stack(crops), batch_size, flip_average)
+    found = [[_at_size(img, f, size) for f in fs] for img, fs in zip(photos, found)]
+    first: list[np.ndarray] | None = None
+    outputs = list(photos)
+    for p in range(refine + 1):
+        crops = [f.crop for fs in found for f in fs]
+        if not crops:
+            break
+        pred = models.unmask(model, np.stack(crops), batch_size, flip_average)
+        first = list(pred.faces) if first is None else first
+        outputs, k = [], 0
+        for img, fs in zip(photos, found):
+            res = img
+            for f in fs:
+                est = None if paste == "box" or pred.masks is None else pred.masks[k]
+                res = paste_back(res, pred.faces[k], f.box, est)
+                k += 1
+            outputs.append(res)
+        if p == refine or all(f.detector == "whole" for fs in found for f in fs):
+            break
+        found = [[f if f.detector == "whole" else recrop(img, f, out, size) for f in fs]
+                 for img, fs, out in zip(photos, found, outputs)]
     out, k = [], 0
-    for img, fs in zip(photos, found):
-        res = img
-        for f in fs:
-            res = paste_back(res, pred.faces[k], f.box, None if pred.masks is None else pred.masks[k])
-            k += 1
-        out.append(Unmasked(res, fs))
+    for img, fs in zip(outputs, found):
+        out.append(Unmasked(img, fs, (first or [])[k:k + len(fs)]))
+        k += len(fs)
     return out
 
 
+def unmask_photos(model, photos: list[np.ndarray], flip_average: bool, crop: str = "detect", detector: str = "auto",
+                  upsample: int = 1, batch_size: int = 32, masked: Path | str | None = None,
+                  refine: int | None = None) -> list[Unmasked]:
+    """Find (``find_faces``) and unmask (``unmask_faces``) every face of every photo."""
+    size = int(model.input_shape[1])
+    found = [find_faces(img, size, crop, detector, upsample, masked) for img in photos]
+    return unmask_faces(model, photos, found, flip_average, batch_size, refine)
+
+
 def unmask_image(model, img: np.ndarray, flip_average: bool, crop: str = "detect", detector: str = "auto",
-                 upsample: int = 1, masked: Path | str | None = None) -> Unmasked:
+                 upsample: int = 1, masked: Path | str | None = None, refine: int | None = None) -> Unmasked:
     """``unmask_photos`` for one photo; ``ImageError`` when no face is found."""
-    res = unmask_photos(model, [img], flip_average, crop, detector, upsample, masked=masked)[0]
+    res = unmask_photos(model, [img], flip_average, crop, detector, upsample, masked=masked, refine=refine)[0]
     if not res.faces:
         raise ImageError("no face found")
     return res

@@ -106,7 +106,9 @@ def headline(result: dict[str, Any], set_name: str = "test", cols: tuple[str, ..
 
 
 def _describe(e: dict[str, Any]) -> str:
-    bits = [str(e[k]) for k in ("source", "crop") if e.get(k)]
+    bits = [str(e[k]) for k in ("source", "crop", "region") if e.get(k)]
+    if e.get("refine"):
+        bits.append(f"the crop taken again {e['refine']} time(s) from landmarks refitted on the unmasked output")
     if "image_size" in e:
         bits.append(f"{e['image_size']} px")
     if "photos" in e:
@@ -361,10 +363,13 @@ def targets(result: dict[str, Any], compare: dict[str, dict[str, Any]] | None = 
     if ph:
         at_least("masked faces found in the test photos (detection rate)", ph["detection_rate"], 0.98)
         det = (_set(result, "test_detected") or {}).get("methods", {})
+        exact = (_set(result, "test_region") or {}).get("methods", {})
         for m in (u, g):
             if m not in ph["methods"]:
                 continue
-            for label, table in (("the same detected crops", det), ("the test split's crops", test)):
+            for label, table in (("the same detected crops", det),
+                                 ("the test split's crops over the photo's exact region", exact),
+                                 ("the test split's crops", test)):
                 crop = v(table, m, "masked_psnr")
                 if crop is not None:
                     at_least(f"{m} masked_psnr at photo resolution, against {label}", v(ph["methods"], m,
@@ -426,9 +431,9 @@ def all_tables(inp: dict[str, Any]) -> list[Table]:
     r = inp["metrics"]
     out = [headline(r, "test"), perception_distortion(r), identity(r), targets_table(targets(r, inp["compare"])),
            comparisons(r, "test")]
-    for name in ("test_detected", "photos"):
+    for name in ("test_detected", "photos", "test_region"):
         if _set(r, name):
-            cols = metrics.HEADLINE if name == "test_detected" else (
+            cols = metrics.HEADLINE if name != "photos" else (
                 "psnr", "ssim", "masked_psnr", "masked_l1", "masked_ssim", "detail_ratio", "verification_rate")
             out.append(headline(r, name, tuple(c for c in cols if c != "c2st_distance")))
     out += [robustness(r, "masked_psnr"), robustness(r, "detail_ratio"), models_table(inp["cards"]),

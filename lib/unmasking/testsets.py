@@ -6,10 +6,14 @@ The study's sets (``study_sets``), in this order:
 * ``test_detected`` -- the real-use test: the same faces masked at the photo's own resolution and saved as JPEG
   (``data/photos``), the crop taken from landmarks found on the *masked* photo, as ``unmask predict`` must; faces that
   are not found are counted, by detector;
-* ``photos`` -- the photo level: the steps of ``unmask predict`` (``photos.find_faces``, ``models.unmask``,
-  ``photos.paste_back`` of the estimated region only) on the largest face of each photo, scored at the photo's
-  resolution against the original photo over the exact masked region (``paste="box"`` pastes the whole crop with a
-  soft edge instead, as ``unmask predict`` did before it used the model's mask estimate);
+* ``photos`` -- the photo level: the steps of ``unmask predict`` (``photos.find_faces``, ``photos.unmask_faces``:
+  the crop refined ``evaluate.refine`` times, the estimated region only pasted back) on the largest face of each
+  photo, scored at the photo's resolution against the original photo over the exact masked region (``paste="box"``
+  pastes the whole crop with a soft edge instead, as ``unmask predict`` did before it used the model's mask
+  estimate); ``test_detected`` holds each model's output for the first crop;
+* ``test_region`` -- the ``test`` pairs scored over the same exact masked region as the photo level (the region of
+  the full-size photo, mapped into the test crop), not over the pixels where the 128 px crops differ: the crop-level
+  figure the photo level compares with on equal terms;
 * ``indomain/<template>`` -- the generated faces, masked with each template of ``download.robustness_masks``; the
   first template's set (``default-mask`` in the committed run) is also scored for identity (same-photo, on the first
   ``evaluate.identity_pairs`` faces) and realism.
@@ -39,7 +43,6 @@ from unmasking.images import ImageError
 from unmasking.parallel import ordered_map_with_progress
 
 LOSSY_SUFFIXES = (".jpg", ".jpeg", ".webp")
-PASTES = {"region": "the model's estimated region only", "box": "the whole crop, with a soft edge"}
 
 
 def robustness_sets(indomain_dir: Path, order: list[str] | tuple[str, ...] = ()) -> list[Path]:
@@ -85,12 +88,41 @@ def _find_one(task: tuple[np.ndarray, int, str, int, str | None]) -> list[photos
     return photos.find_faces(img, size, "detect", detector, upsample, masked)
 
 
-def _crops_at(masked: list[np.ndarray], face: dict[int, photos.Face], hit: list[int], crops: np.ndarray, side: int
-              ) -> np.ndarray:
-    """The face crops of the photos ``hit`` at ``side`` pixels (``crops`` when that is their size)."""
-    if crops.shape[1] == side:
-        return crops
-    return np.stack([images.resize(masks.crop(masked[i], face[i].box), side) for i in hit])
+def region_crop(region: np.ndarray, box: tuple[int, int, int, int], size: int) -> np.ndarray:
+    """A photo's masked region (H, W) bool, cut at ``box`` and resized to ``size`` as the crop is (bool)."""
+    return images.resize(masks.crop(region.astype(np.uint8)[..., None].repeat(3, -1) * 255, box), size)[..., 0] > 127
+
+
+def _true_box(img: np.ndarray) -> tuple[int, int, int, int] | None:
+    """The test crop's square on an original photo, as the data stage cut it (``data.find_landmarks``)."""
+    try:
+        return masks.crop_box(data.find_landmarks(img))
+    except ImageError:
+        return None
+
+
+def region_set(test: PairSet, photo_ids: list[str], originals: list[np.ndarray], regions: list[np.ndarray],
+               workers: int = 2, progress: bool = True) -> PairSet:
+    """``test_region``: the pairs of ``test`` whose photo is in ``photo_ids``, with the masked region of each
+    photo (``regions``, full size) mapped into its crop; a pair is left out when the crop cut from its original photo
+    is not the test pair's own truth, byte for byte."""
+    size = test.unmasked.shape[1]
+    boxes = ordered_map_with_progress(_true_box, originals, len(originals), "test crops on the photos", workers,
+                                      progress, chunksize=4, start="spawn")
+    at = {pid: k for k, pid in enumerate(test.ids)}
+    sel, reg = [], []
+    for pid, img, region, box in zip(photo_ids, originals, regions, boxes):
+        k = at.get(pid)
+        if k is None or box is None or not np.array_equal(images.resize(masks.crop(img, box), size),
+                                                          test.unmasked[k]):
+            continue
+        sel.append(k)
+        reg.append(region_crop(region, box, size))
+    info = {k: v for k, v in test.info.items() if k != "with_reference"}
+    info.update(region="the exact masked region of the full-size photo, mapped into the crop, as the photo level is "
+                "scored", left_out=len(test.ids) - len(sel))
+    return PairSet("test_region", test.masked[sel], test.unmasked[sel], [test.ids[k] for k in sel],
+                   [test.masks[k] for k in sel], regions=np.stack(reg) if reg else None, same_photo_n=0, info=info)
 
 
 def photo_sets(prefix: str, ids: list[str], mask_names: list[str], masked: list[np.ndarray],
@@ -104,8 +136,8 @@ def photo_sets(prefix: str, ids: list[str], mask_names: list[str], masked: list[
     ``"region"`` replaces the model's estimated mask region only, ``"box"`` the whole crop."""
     from unmasking import models
 
-    if paste not in PASTES:
-        raise ValueError(f"paste must be one of {', '.join(PASTES)}, got {paste!r}")
+    if paste not in photos.PASTES:
+        raise ValueError(f"paste must be one of {', '.join(photos.PASTES)}, got {paste!r}")
     md = str(masked_detector) if masked_detector else None
     found = ordered_map_with_progress(_find_one, ((m, size, ep["detector"], ep["upsample"], md) for m in masked),
                                       len(masked), "finding masked faces", ep.get("workers", 2), progress, chunksize=2,
@@ -123,19 +155,16 @@ def photo_sets(prefix: str, ids: list[str], mask_names: list[str], masked: list[
                 PairSet(photos_name, [], [], [], [], outputs={}, same_photo_n=0, info=info)]
     crops = np.stack([face[i].crop for i in hit])
     truth = np.stack([images.resize(masks.crop(originals[i], face[i].box), size) for i in hit])
-    region_crops = np.stack([images.resize(masks.crop(regions[i].astype(np.uint8)[..., None].repeat(3, -1) * 255,
-                                                      face[i].box), size)[..., 0] > 127 for i in hit])
-    # each model unmasks the crop at its own size, as ``unmask predict`` does; its crops are scored at ``size``
-    preds = {n: models.unmask(m, _crops_at(masked, face, hit, crops, int(m.input_shape[1])), ep["batch_size"],
-                              models.flip_averaged(m, ep)) for n, m in trained.items()}
+    region_crops = np.stack([region_crop(regions[i], face[i].box, size) for i in hit])
+    # each model unmasks the photos exactly as ``unmask predict`` does (at its own size, refined, pasted); its
+    # outputs for the first crops are the crop-level set's, scored at ``size``
+    imgs = [masked[i] for i in hit]
+    done = {n: photos.unmask_faces(m, imgs, [[face[i]] for i in hit], models.flip_averaged(m, ep), ep["batch_size"],
+                                   ep["refine"], paste) for n, m in trained.items()}
     crop_out = {b: baseline_outputs(b, crops, truth, ep["telea_radius"], region_crops, ep.get("workers", 2))
                 for b in (BASELINES if baselines else ("masked_input",))}
-    crop_out.update({n: np.stack([images.resize(f, size) for f in p.faces]) for n, p in preds.items()})
-    photo_out = {"masked_input": [masked[i] for i in hit]}
-    for n, p in preds.items():
-        est = p.masks if paste == "region" else None
-        photo_out[n] = [photos.paste_back(masked[i], p.faces[k], face[i].box, None if est is None else est[k])
-                        for k, i in enumerate(hit)]
+    crop_out.update({n: np.stack([images.resize(u.first[0], size) for u in d]) for n, d in done.items()})
+    photo_out = {"masked_input": imgs, **{n: [u.image for u in d] for n, d in done.items()}}
     sel_refs = [refs[i] for i in hit] if refs else None
     common = {"ids": [ids[i] for i in hit], "masks": [mask_names[i] for i in hit], "references": sel_refs}
     detected = PairSet(f"{prefix}_detected", crops, truth, regions=region_crops, outputs=crop_out,
@@ -145,7 +174,7 @@ def photo_sets(prefix: str, ids: list[str], mask_names: list[str], masked: list[
     photo = PairSet(photos_name, [masked[i] for i in hit],
                     [originals[i] for i in hit], regions=[regions[i] for i in hit], outputs=photo_out,
                     boxes=[face[i].face_box for i in hit], same_photo_n=None if same_photo else 0,
-                    info={"resolution": "the photo's own", "pasted": PASTES[paste],
+                    info={"resolution": "the photo's own", "pasted": photos.PASTES[paste], "refine": ep["refine"],
                           **info}, **common)
     return [detected, photo]
 
@@ -153,7 +182,7 @@ def photo_sets(prefix: str, ids: list[str], mask_names: list[str], masked: list[
 def study_set_names(params: dict[str, Any], data_dir: Path) -> list[str]:
     """The names of the sets ``study_sets`` can build from ``data_dir`` (``val`` last)."""
     data_dir = Path(data_dir)
-    photo = ["test_detected", "photos"] if data.read_photos(data_dir / "photos") else []
+    photo = ["test_detected", "photos", "test_region"] if data.read_photos(data_dir / "photos") else []
     indomain = [f"indomain/{d.name}" for d in robustness_sets(data_dir / "indomain",
                                                               params["download"]["robustness_masks"])]
     return ["test", *photo, *indomain, "val"]
@@ -170,8 +199,8 @@ def study_sets(params: dict[str, Any], data_dir: Path, trained: dict[str, Any], 
     subset = data_dir / "subset"
     summary = data.read_summary(subset)
     photo_rows = data.read_photos(data_dir / "photos")
-    want_test = only is None or "test" in only
-    want_photos = bool(photo_rows) and (only is None or bool({"photos", "test_detected"} & set(only)))
+    want_test = only is None or bool({"test", "test_region"} & set(only))
+    want_photos = bool(photo_rows) and (only is None or bool({"photos", "test_detected", "test_region"} & set(only)))
     refs = (reference_embeddings(data_dir / "photos", photo_rows, ep.get("workers", 2), progress)
             if photo_rows and (want_test or want_photos) else {})
     source = f"{summary['source']}: {summary['source_path']}"
@@ -185,13 +214,16 @@ def study_sets(params: dict[str, Any], data_dir: Path, trained: dict[str, Any], 
                                   "with_reference": sum(refs.get(p) is not None for p in part["ids"])}))
     if want_photos:
         d = data_dir / "photos"
+        originals = [images.read_rgb(d / r["original_file"]) for r in photo_rows]
+        regions = [images.read_rgb(d / r["region_file"])[..., 0] > 127 for r in photo_rows]
+        photo_ids = [r["pair_id"] for r in photo_rows]
         sets += photo_sets(
-            "test", [r["pair_id"] for r in photo_rows], [r["mask"] for r in photo_rows],
-            [images.read_rgb(d / r["masked_file"]) for r in photo_rows],
-            [images.read_rgb(d / r["original_file"]) for r in photo_rows],
-            [images.read_rgb(d / r["region_file"])[..., 0] > 127 for r in photo_rows],
+            "test", photo_ids, [r["mask"] for r in photo_rows],
+            [images.read_rgb(d / r["masked_file"]) for r in photo_rows], originals, regions,
             [refs.get(r["pair_id"]) for r in photo_rows], trained, ep, summary["image_size"], baselines,
             progress=progress, masked_detector=masked_detector, paste=paste)
+        if want_test and (only is None or "test_region" in only):
+            sets.append(region_set(sets[0], photo_ids, originals, regions, ep.get("workers", 2), progress))
     for k, d in enumerate(robustness_sets(data_dir / "indomain", dl["robustness_masks"])):
         if only is not None and f"indomain/{d.name}" not in only:
             continue
