@@ -151,14 +151,21 @@ def test_a_comparison_run_scores_models_of_two_sizes_on_the_sets_asked_for(study
     proj, env, _ = study
     big = tmp_path / "big.keras"
     models.build("mask_unet", 48, TINY_MASK_UNET).save(big)
-    sets = ["test", "photos", "val"] if LFW.is_dir() else ["test", "val"]
-    out = tmp_path / "c.json"
+    sets = ["test", "photos", "test_region", "val", "val_photos"] if LFW.is_dir() else ["test", "val"]
+    out, rows = tmp_path / "c.json", tmp_path / "rows.csv"
     r = run_in(proj, env, sys.executable, "-m", "unmasking.evaluate", "--weights", "small=models/mask_unet.keras",
-               "--weights", f"big={big}", "--no-baselines", "--sets", *sets, "--note", "two sizes", "--out", str(out))
+               "--weights", f"big={big}", "--no-baselines", "--sets", *sets, "--note", "two sizes", "--out", str(out),
+               "--refine", "0", "--rows", str(rows))
     assert r.returncode == 0, r.stderr[-3000:]
     c = json.loads(out.read_text())
-    assert list(c["sets"]) == sets and c["note"] == "two sizes" and c["paste"] == "region"
+    assert list(c["sets"]) == sets and c["note"] == "two sizes" and c["paste"] == "region" and c["refine"] == 0
     assert c["sets"]["val"]["split"] == "validation"
+    written = rows.read_text().splitlines()
+    assert written[0].startswith("set,") and len(written) - 1 == sum(
+        m["n"] for e in c["sets"].values() for m in e["methods"].values())
+    if LFW.is_dir():
+        assert c["sets"]["val_photos"]["refine"] == 0 and c["sets"]["val_photos"]["photos"] > 0
+        assert 0 < c["sets"]["test_region"]["n"] <= c["sets"]["test"]["n"]
     for name in sets:
         assert set(c["sets"][name]["methods"]) == {"masked_input", "small", "big"}
         assert c["comparisons"][name]["big - small"]["masked_psnr"]["n"] == c["sets"][name]["methods"]["big"]["n"]
@@ -173,7 +180,8 @@ def test_a_comparison_builds_only_the_sets_it_scores(proj, monkeypatch):
 
     params = P.load(proj / "params.yaml")
     names = testsets.study_set_names(params, proj / "data")
-    assert names[0] == "test" and names[-1] == "val"
+    assert names[0] == "test" and names[names.index("val"):] == (
+        ["val", "val_detected", "val_photos"] if LFW.is_dir() else ["val"])
     assert ("photos" in names) == LFW.is_dir() and ("indomain/n95" in names) == LFW.is_dir()
 
     def never(*a, **k):

@@ -522,6 +522,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="how faces are found in the photos (default: evaluate.detector)")
     ap.add_argument("--paste", choices=list(photos.PASTES), default="region", help="the photo level replaces the "
                     "model's estimated mask region (region, as unmask predict does) or the whole crop (box)")
+    ap.add_argument("--rows", type=Path, default=None, metavar="CSV", help="also write the per-image rows (for paired "
+                    "comparisons between runs: stats.paired_difference over the rows of the same set and pair)")
     ap.add_argument("--refine", type=int, default=None, metavar="N",
                     help="passes that crop each photo's face again from its unmasked output (default: evaluate.refine)")
     args = ap.parse_args(argv)
@@ -537,6 +539,8 @@ def main(argv: list[str] | None = None) -> int:
     write_metrics(args.out, {"note": args.note, "weights": weights, "detector": params["evaluate"]["detector"],
                              "paste": args.paste,
                              "refine": params["evaluate"]["refine"], **ev.result})
+    if args.rows:
+        write_rows(args.rows, ev.rows)
     print(f"wrote {args.out}")
     return 0
 

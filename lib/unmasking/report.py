@@ -439,7 +439,7 @@ def all_tables(inp: dict[str, Any]) -> list[Table]:
     out += [robustness(r, "masked_psnr"), robustness(r, "detail_ratio"), models_table(inp["cards"]),
             data_table(inp["data"])]
     for name, c in inp["compare"].items():
-        for set_name in ("val", "test", "photos"):
+        for set_name in ("val", "val_photos", "test", "photos"):
             if _set(c, set_name):
                 t = headline(c, set_name)
                 t.title = f"Comparison run {name}, {set_name}: {c.get('note', '')}"

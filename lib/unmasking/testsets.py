@@ -18,8 +18,11 @@ The study's sets (``study_sets``), in this order:
   first template's set (``default-mask`` in the committed run) is also scored for identity (same-photo, on the first
   ``evaluate.identity_pairs`` faces) and realism.
 
-Only on request (``only`` names it, never in the pipeline's evaluation), ``val`` -- the validation split, cropped as
-the test split is: the set a comparison of other settings is decided on (``python -m unmasking.evaluate --sets val``).
+Only on request (``only`` names them, never in the pipeline's evaluation), the sets a comparison of other settings is
+decided on: ``val`` -- the validation split, cropped as the test split is (``python -m unmasking.evaluate --sets
+val``); ``val_detected`` and ``val_photos`` -- the real-use and photo-level sets of the validation split's photos,
+masked at full size with their own templates and saved as JPEG in memory, exactly as the data stage makes the test
+photos (``val_photos``).
 
 Identity against another photo of the same person (verification) is scored on ``test``, ``test_detected`` and
 ``photos`` wherever ``data/photos`` holds a reference photo; the realism test (``metrics.c2st``) runs on ``test`` and
@@ -86,6 +89,26 @@ def reference_embeddings(photos_dir: Path, rows: list[dict[str, str]], workers: 
 def _find_one(task: tuple[np.ndarray, int, str, int, str | None]) -> list[photos.Face]:
     img, size, detector, upsample, masked = task
     return photos.find_faces(img, size, "detect", detector, upsample, masked)
+
+
+def val_photos(params: dict[str, Any], data_dir: Path, progress: bool = True
+               ) -> tuple[list[str], list[str], list[np.ndarray], list[np.ndarray], list[np.ndarray]]:
+    """The validation split's photos made as the data stage makes the test photos (``data.build_photos``: the same
+    worker function), in memory: (pair ids, templates, masked JPEG photos, originals, exact regions); photos whose
+    face is not found are left out."""
+    from unmasking.data.folder import template_library
+    from unmasking.data.photos import _init, _mask_photo
+
+    dl = params["download"]
+    rows = [r for r in data.read_manifest(Path(data_dir) / "subset") if r["split"] == "val"]
+    made = ordered_map_with_progress(_mask_photo, [(r["source_unmasked"], r["mask"]) for r in rows], len(rows),
+                                     "masking validation photos", params["evaluate"].get("workers", 2), progress,
+                                     initializer=_init, initargs=(str(paths.resolve(dl["faces"])),
+                                                                  template_library(dl)[0], dl["photo_quality"]))
+    ok = [(r, m) for r, m in zip(rows, made) if not isinstance(m, str)]
+    return ([r["pair_id"] for r, _ in ok], [r["mask"] for r, _ in ok],
+            [images.decode(m[1], r["pair_id"]) for r, m in ok], [images.decode(m[0], r["pair_id"]) for r, m in ok],
+            [images.decode(m[2], r["pair_id"])[..., 0] > 127 for r, m in ok])
 
 
 def region_crop(region: np.ndarray, box: tuple[int, int, int, int], size: int) -> np.ndarray:
@@ -180,12 +203,13 @@ def photo_sets(prefix: str, ids: list[str], mask_names: list[str], masked: list[
 
 
 def study_set_names(params: dict[str, Any], data_dir: Path) -> list[str]:
-    """The names of the sets ``study_sets`` can build from ``data_dir`` (``val`` last)."""
+    """The names of the sets ``study_sets`` can build from ``data_dir`` (the validation sets last)."""
     data_dir = Path(data_dir)
-    photo = ["test_detected", "photos", "test_region"] if data.read_photos(data_dir / "photos") else []
+    has_photos = bool(data.read_photos(data_dir / "photos"))
+    photo = ["test_detected", "photos", "test_region"] if has_photos else []
     indomain = [f"indomain/{d.name}" for d in robustness_sets(data_dir / "indomain",
                                                               params["download"]["robustness_masks"])]
-    return ["test", *photo, *indomain, "val"]
+    return ["test", *photo, *indomain, "val", *(["val_detected", "val_photos"] if has_photos else [])]
 
 
 def study_sets(params: dict[str, Any], data_dir: Path, trained: dict[str, Any], progress: bool = True,
@@ -239,6 +263,10 @@ def study_sets(params: dict[str, Any], data_dir: Path, trained: dict[str, Any], 
         sets.append(PairSet("val", va["masked"], va["unmasked"], va["ids"], [r["mask"] for r in va["rows"]],
                             realism=True, info={"source": source, "image_size": summary["image_size"],
                                                 "crop": "as the test split's", "split": "validation"}))
+    if photo_rows and only is not None and bool({"val_detected", "val_photos"} & set(only)):
+        ids, names, masked, originals, regions = val_photos(params, data_dir, progress)
+        sets += photo_sets("val", ids, names, masked, originals, regions, None, trained, ep, summary["image_size"],
+                           baselines, progress=progress, masked_detector=masked_detector, paste=paste)
     return sets
 
 
