@@ -99,7 +99,7 @@ def test_the_photo_level_set_unmasks_each_model_at_its_own_size_as_predict_does(
     cli.synthesize_dir(faces_dir, tmp_path / "pairs", DEFAULT_MASK, progress=False)
     small, big = untrained_mask_unet(32), untrained_mask_unet(48)
     ep = {"flip_average": ["mask_unet"], "batch_size": 8, "telea_radius": 3, "detector": "auto", "upsample": 1,
-          "workers": 1, "refine": 1}
+          "workers": 1}
     sets, _, _ = testsets.folder_sets(tmp_path / "pairs", {"small": small, "big": big}, ep, 32, photo_level=True,
                                       progress=False)
     detected, photo = sets
@@ -156,13 +156,6 @@ def test_a_whole_image_face_is_not_refined():
     res = photos.unmask_image(net, img, flip_average=False, crop="none", refine=2)
     assert res.faces[0].box == (0, 0, 50, 40) and res.faces[0].detector == "whole"
     assert np.array_equal(res.first[0], models.unmask(net, res.faces[0].crop[None]).faces[0])
-
-
-def test_the_default_refinement_is_the_studys_setting(monkeypatch):
-    from unmasking import shipped
-
-    monkeypatch.setattr(shipped, "settings", lambda weights_dir=None: {"refine": 3})
-    assert photos._refine_setting(None) == 3 and photos._refine_setting(0) == 0
 
 
 @needs_shared

@@ -7,7 +7,7 @@
 
 ``predict`` does what ``photos`` describes: find each masked face (dlib's HOG detector, the study's masked-face
 detector, then dlib's CNN detector), crop it from its landmarks as the training data were cropped, unmask it, crop it
-again from landmarks refitted on the unmasked face and unmask that crop (``evaluate.refine`` passes), and paste
+again from landmarks refitted on the unmasked face and unmask that crop (``photos.REFINE`` passes), and paste
 back only the region the model estimates the mask covers. It works straight after installation with the weights the
 package ships (``shipped``); ``--weights`` takes any ``.keras`` file. ``evaluate`` runs the study's evaluation
 (``evaluate.run``) on a folder in Face Mask Lite layout; ``synthesize`` masks a folder of face photos into that
@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from unmasking import images, metrics, shipped
+from unmasking import images, metrics, photos, shipped
 from unmasking.images import ImageError
 
 
@@ -84,11 +84,11 @@ RESULT_COLUMNS = ["input", "output", "status", "faces", "detector", "reason"]
 
 def predict(inputs: list[str], out_dir: Path, weights: Path | None = None, model: str | None = None,
             crop: str = "detect", detector: str = "auto", upsample: int = 1, chunk: int = 64,
-            progress: bool = True, refine: int | None = None) -> list[Result]:
+            progress: bool = True, refine: int = photos.REFINE) -> list[Result]:
     """Unmask every input photo; write ``<stem>.png`` per input and ``unmask.csv``; return the per-input results."""
     from tqdm import tqdm
 
-    from unmasking import models, photos
+    from unmasking import models
 
     net, _ = load_weights(weights, model)
     flip = models.flip_averaged(net, shipped.settings())
@@ -247,8 +247,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="auto (default): dlib's HOG detector, then the study's masked-face detector, then dlib's CNN "
                    "detector, until one finds a face")
     p.add_argument("--upsample", type=int, default=1, help="upsample photos this many times to find small faces")
-    p.add_argument("--refine", type=int, default=None, metavar="N", help="passes that crop each face again from "
-                   "landmarks refitted on its unmasked output (default: the study's evaluate.refine)")
+    p.add_argument("--refine", type=int, default=photos.REFINE, metavar="N", help="passes that crop each face again "
+                   f"from landmarks refitted on its unmasked output (default: {photos.REFINE}; 0: none)")
     e = sub.add_parser("evaluate", help="metrics on a folder of pairs", description="Evaluate on a folder in Face "
                        "Mask Lite layout (with_mask/with-mask-<mask>-<file>, without_mask/<file>) with the study's "
                        "evaluation. JPEG pairs get the JPEG-tolerant masked region (metrics.lossy_region).")

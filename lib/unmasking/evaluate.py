@@ -449,11 +449,11 @@ def run(trained: dict[str, Any], sets: list[PairSet], ep: dict[str, Any], seed: 
 
 def evaluate_study(params: dict[str, Any], data_dir: Path, trained: dict[str, Any], baselines: bool = True,
                    progress: bool = True, masked_detector: Path | None = None, only: list[str] | None = None,
-                   paste: str = "region") -> Evaluation:
+                   paste: str = "region", refine: int | None = None) -> Evaluation:
     """The study's evaluation: ``run`` over the study's sets in ``data_dir`` (``testsets.study_sets``);
     ``masked_detector``: the masked-face detector's file (``models/masked_faces.svm``) for the photos; ``only``: the
     names of the sets to score (default: all of the pipeline's; ``val``, the validation split, only when named);
-    ``paste``: how the photo level pastes (``testsets.photo_sets``)."""
+    ``paste``, ``refine``: how the photo level pastes and refines the crop (``testsets.photo_sets``)."""
     from unmasking import testsets
 
     ep = params["evaluate"]
@@ -463,7 +463,7 @@ def evaluate_study(params: dict[str, Any], data_dir: Path, trained: dict[str, An
         if unknown:
             raise ValueError(f"no such set: {', '.join(unknown)} (the study's: {', '.join(names)})")
     sets = testsets.study_sets(params, Path(data_dir), trained, progress, baselines, masked_detector,
-                               paste=paste, only=only)
+                               paste=paste, only=only, refine=refine)
     if only is not None:
         sets = [s for s in sets if s.name in only]  # the photo level builds both of its sets
     return run(trained, sets, ep, params["base"]["seed"], baselines, progress=progress)
@@ -524,21 +524,20 @@ def main(argv: list[str] | None = None) -> int:
                     "model's estimated mask region (region, as unmask predict does) or the whole crop (box)")
     ap.add_argument("--rows", type=Path, default=None, metavar="CSV", help="also write the per-image rows (for paired "
                     "comparisons between runs: stats.paired_difference over the rows of the same set and pair)")
-    ap.add_argument("--refine", type=int, default=None, metavar="N",
-                    help="passes that crop each photo's face again from its unmasked output (default: evaluate.refine)")
+    ap.add_argument("--refine", type=int, default=photos.REFINE, metavar="N", help="passes that crop each photo's "
+                    f"face again from landmarks refitted on its unmasked output (default: {photos.REFINE})")
     args = ap.parse_args(argv)
     params = P.load()
     if args.detector:
         params["evaluate"]["detector"] = args.detector
-    if args.refine is not None:
-        params["evaluate"]["refine"] = args.refine
     weights = dict(item.partition("=")[::2] for item in args.weights)
     trained = {name: models.load(Path(path)) for name, path in weights.items()}
     ev = evaluate_study(params, args.data_dir, trained, baselines=not args.no_baselines,
-                        masked_detector=args.models_dir / "masked_faces.svm", only=args.sets, paste=args.paste)
+                        masked_detector=args.models_dir / "masked_faces.svm", only=args.sets, paste=args.paste,
+                        refine=args.refine)
     write_metrics(args.out, {"note": args.note, "weights": weights, "detector": params["evaluate"]["detector"],
                              "paste": args.paste,
-                             "refine": params["evaluate"]["refine"], **ev.result})
+                             "refine": args.refine, **ev.result})
     if args.rows:
         write_rows(args.rows, ev.rows)
     print(f"wrote {args.out}")

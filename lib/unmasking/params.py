@@ -200,7 +200,6 @@ SCHEMA: dict[str, Any] = {
         "c2st_epochs": _int(1, 1000),
         "detector": _choice("auto", "hog", "masked-hog", "cnn"),
         "upsample": _int(0, 4),
-        "refine": _int(0, 4),
     },
     "detector": {"train_photos": _int(10, 100_000), "C": _float(0.0, open_lo=True)},
     "ship": {"models": _models},
