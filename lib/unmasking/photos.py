@@ -139,8 +139,8 @@ def unmask_faces(model, photos: list[np.ndarray], found: list[list[Face]], flip_
                  batch_size: int = 32, refine: int = REFINE, paste: str = "region") -> list[Unmasked]:
     """Unmask the faces ``found`` in each photo (``find_faces``); each pass is one batched prediction of every face.
     ``refine`` more passes each crop the faces again from the last pass's output (``recrop``; faces found as the
-    whole image are not refined). ``paste``: ``"region"`` replaces the model's estimated mask region only, ``"box"``
-    the whole crop with a soft edge."""
+    whole image are not refined). ``paste``: ``"region"`` replaces
+    the model's estimated mask region only, ``"box"`` the whole crop with a soft edge."""
     from unmasking import models
 
     if paste not in PASTES:
