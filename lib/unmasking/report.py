@@ -108,8 +108,7 @@ def headline(result: dict[str, Any], set_name: str = "test", cols: tuple[str, ..
 def _describe(e: dict[str, Any]) -> str:
     bits = [str(e[k]) for k in ("source", "crop", "region") if e.get(k)]
     if e.get("refine"):
-        n = e["refine"]
-        bits.append(f"the crop taken again from landmarks refitted on the unmasked output ({n} pass{'es' * (n > 1)})")
+        bits.append(f"the crop taken again {e['refine']} time(s) from landmarks refitted on the unmasked output")
     if "image_size" in e:
         bits.append(f"{e['image_size']} px")
     if "photos" in e:
