@@ -31,6 +31,16 @@ def test_flip_average_is_the_mean_of_the_prediction_and_of_its_mirror():
     assert models.unmask(models.paper_ae(32, (4, 8, 8)), x).masks is None  # no mask estimate
 
 
+def test_predict_gives_kerass_numbers_batch_by_batch():
+    m = models.mask_unet(32, (4, 8, 8, 8))
+    x = _masked_batch(5) / np.float32(255)
+    want = m.predict(x, batch_size=2, verbose=0)
+    for bs in (2, 3, 8):  # a short last batch, and one batch for all
+        got = models.predict(m, x, bs)
+        assert got.dtype == np.float32 and np.array_equal(got, want)
+    assert models.predict(m, x[:0]).shape == (0, 32, 32, 4)
+
+
 def test_flip_averaged_follows_the_parameter_by_the_models_own_name():
     unet, ae = models.mask_unet(32, (4, 8, 8, 8)), models.paper_ae(32, (4, 8, 8))
     assert models.flip_averaged(unet, {"flip_average": ["mask_unet"]})

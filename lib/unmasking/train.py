@@ -123,7 +123,7 @@ class _EpochState:
         model = self.trainer.model
         seen = min(len(self.ds) * self.ds.batch_size, len(self.ds.x))
         x, u, masked_u8 = self.val["x"], self.val["y"], self.val["masked"]
-        pred = model.predict(x, batch_size=self.batch_size, verbose=0)
+        pred = models.predict(model, x, self.batch_size)
         val_loss = float(keras.ops.convert_to_numpy(keras.ops.mean(self.trainer.loss_fn(self.val["target"], pred))))
         m = metrics.batch_region_metrics(pred[..., :3], u, masked_u8.astype(np.float32) / 255.0)
         detail = [metrics.detail_ratio(p, t, r) for p, t, r in zip(pred[..., :3], u, self.val["regions"])]
