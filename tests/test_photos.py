@@ -118,9 +118,11 @@ def test_the_photo_level_set_unmasks_each_model_at_its_own_size_as_predict_does(
     assert boxed.info["pasted"] == photos.PASTES["box"]
     for got, img in zip(boxed.outputs["small"], masked):  # the whole crop, as unmask predict pasted it before
         want = photos.unmask_faces(small, [img], [photos.find_faces(img, 32)], True, refine=1, paste="box")[0]
-        pred = models.unmask(small, want.faces[0].crop[None], flip_average=True).faces[0]
         assert np.array_equal(got, want.image)
-        assert np.array_equal(got, photos.paste_back(img, pred, want.faces[0].box))
+        alone = photos.unmask_faces(small, [img], [photos.find_faces(img, 32)], True, refine=1, paste="box",
+                                    shift=0)[0]  # the last crop alone, not averaged with its neighbours
+        pred = models.unmask(small, alone.faces[0].crop[None], flip_average=True).faces[0]
+        assert np.array_equal(alone.image, photos.paste_back(img, pred, alone.faces[0].box))
 
 
 def test_the_photo_level_set_refuses_an_unknown_paste():
@@ -148,6 +150,32 @@ def test_refining_crops_again_from_landmarks_refitted_on_the_unmasked_output():
     assert np.array_equal(once.image, photos.paste_back(img, pred.faces[0], f.box, pred.masks[0]))
     twice = photos.unmask_image(net, img, flip_average=False, refine=2)
     assert twice.faces[0].box == masks.crop_box(faces.landmarks(once.image, f.face_box))
+
+
+@needs_shared
+def test_a_flip_averaged_models_last_crop_is_averaged_with_its_four_neighbours():
+    from unmasking import data, images, masks
+
+    net = models.build("mask_unet", 32, TINY_MASK_UNET)
+    u = images.read_rgb(sorted(STYLEGAN.glob("*.jpg"))[5])
+    img = masks.apply_mask(u, data.find_landmarks(u), masks.drawn_templates()["surgical-blue"])
+    res = photos.unmask_image(net, img, flip_average=True, refine=0, shift=0.05)
+    f = res.faces[0]
+    boxes = photos.shifted(f.box, 0.05)
+    step = round(0.05 * (f.box[2] - f.box[0]))
+    assert boxes[0] == f.box and sorted(b[0] - f.box[0] for b in boxes) == [-step, 0, 0, 0, step]
+    assert all(b[2] - b[0] == f.box[2] - f.box[0] for b in boxes) and photos.shifted(f.box, 0) == [f.box]
+    pred = models.unmask(net, np.stack([images.resize(masks.crop(img, b), 32) for b in boxes]), flip_average=True)
+    pasted = np.stack([photos.paste_back(img, pred.faces[k], b, pred.masks[k]) for k, b in enumerate(boxes)])
+    assert np.abs(res.image - pasted.mean(0)).max() <= 0.5  # the mean of the five pasted photos
+    untouched = (pasted == img).all(0).all(-1)  # no paste changed the pixel
+    assert untouched.any() and np.array_equal(res.image[untouched], img[untouched])
+    assert np.array_equal(res.first[0], pred.faces[0])  # the first crop's own output, as before
+    alone = photos.unmask_image(net, img, flip_average=True, refine=0, shift=0)
+    assert not np.array_equal(alone.image, res.image)
+    # a model that is not flip-averaged is not averaged over crops either
+    assert np.array_equal(photos.unmask_image(net, img, flip_average=False, refine=0, shift=0.05).image,
+                          photos.unmask_image(net, img, flip_average=False, refine=0, shift=0).image)
 
 
 def test_a_whole_image_face_is_not_refined():

@@ -1,14 +1,14 @@
 """The ``unmask`` command: unmask any photo, evaluate weights on any folder of pairs, mask a folder of faces.
 
     unmask predict INPUT... --out DIR [--model NAME | --weights PATH] [--crop detect|none] [--detector D]
-                                      [--upsample N] [--refine N]
+                                      [--upsample N] [--refine N] [--shift F]
     unmask evaluate PAIRS_DIR [--model NAME | --weights PATH] [--crop detect|none] [--photos] [--json FILE]
     unmask synthesize FACES_DIR --out DIR [--mask PNG|masks.cfg|DIR] [--template NAME]...
 
 ``predict`` does what ``photos`` describes: find each masked face (dlib's HOG detector, the study's masked-face
 detector, then dlib's CNN detector), crop it from its landmarks as the training data were cropped, unmask it, crop it
-again from landmarks refitted on the unmasked face and unmask that crop (``photos.REFINE`` passes), and paste
-back only the region the model estimates the mask covers. It works straight after installation with the weights the
+again from landmarks refitted on the unmasked face and unmask that crop (``photos.REFINE`` passes; a flip-averaged
+model averages over that crop and its four neighbours, ``photos.SHIFT``), and paste back only the region the model estimates the mask covers. It works straight after installation with the weights the
 package ships (``shipped``); ``--weights`` takes any ``.keras`` file. ``evaluate`` runs the study's evaluation
 (``evaluate.run``) on a folder in Face Mask Lite layout; ``synthesize`` masks a folder of face photos into that
 layout. Both predict as the study does: a model that
@@ -84,7 +84,7 @@ RESULT_COLUMNS = ["input", "output", "status", "faces", "detector", "reason"]
 
 def predict(inputs: list[str], out_dir: Path, weights: Path | None = None, model: str | None = None,
             crop: str = "detect", detector: str = "auto", upsample: int = 1, chunk: int = 64,
-            progress: bool = True, refine: int = photos.REFINE) -> list[Result]:
+            progress: bool = True, refine: int = photos.REFINE, shift: float = photos.SHIFT) -> list[Result]:
     """Unmask every input photo; write ``<stem>.png`` per input and ``unmask.csv``; return the per-input results."""
     from tqdm import tqdm
 
@@ -112,7 +112,7 @@ def predict(inputs: list[str], out_dir: Path, weights: Path | None = None, model
             except ImageError as e:
                 r.status, r.reason = "failed", str(e).split(": ", 1)[-1]
         done = photos.unmask_photos(net, [img for _, img in loaded], flip, crop, detector, upsample,
-                                    masked=shipped.masked_detector(), refine=refine)
+                                    masked=shipped.masked_detector(), refine=refine, shift=shift)
         for (r, _), res in zip(loaded, done):
             if not res.faces:
                 r.status, r.reason, r.detector = "failed", "no face found", "none"
@@ -249,6 +249,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--upsample", type=int, default=1, help="upsample photos this many times to find small faces")
     p.add_argument("--refine", type=int, default=photos.REFINE, metavar="N", help="passes that crop each face again "
                    f"from landmarks refitted on its unmasked output (default: {photos.REFINE}; 0: none)")
+    p.add_argument("--shift", type=float, default=photos.SHIFT, metavar="F", help="a flip-averaged model also "
+                   "averages its output over the last crop moved this share of its side left, right, up and down "
+                   f"(default: {photos.SHIFT}; 0: the last crop alone)")
     e = sub.add_parser("evaluate", help="metrics on a folder of pairs", description="Evaluate on a folder in Face "
                        "Mask Lite layout (with_mask/with-mask-<mask>-<file>, without_mask/<file>) with the study's "
                        "evaluation. JPEG pairs get the JPEG-tolerant masked region (metrics.lossy_region).")
@@ -280,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "predict":
             t0 = time.perf_counter()
             results = predict(args.inputs, args.out, args.weights, args.model, args.crop, args.detector,
-                              args.upsample, refine=args.refine)
+                              args.upsample, refine=args.refine, shift=args.shift)
             dt = time.perf_counter() - t0
             failed = [r for r in results if r.status != "ok"]
             for r in failed:

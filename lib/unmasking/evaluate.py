@@ -449,11 +449,12 @@ def run(trained: dict[str, Any], sets: list[PairSet], ep: dict[str, Any], seed: 
 
 def evaluate_study(params: dict[str, Any], data_dir: Path, trained: dict[str, Any], baselines: bool = True,
                    progress: bool = True, masked_detector: Path | None = None, only: list[str] | None = None,
-                   paste: str = "region", refine: int | None = None) -> Evaluation:
+                   paste: str = "region", refine: int | None = None, shift: float | None = None) -> Evaluation:
     """The study's evaluation: ``run`` over the study's sets in ``data_dir`` (``testsets.study_sets``);
     ``masked_detector``: the masked-face detector's file (``models/masked_faces.svm``) for the photos; ``only``: the
     names of the sets to score (default: all of the pipeline's; ``val``, the validation split, only when named);
-    ``paste``, ``refine``: how the photo level pastes and refines the crop (``testsets.photo_sets``)."""
+    ``paste``, ``refine``, ``shift``: how the photo level pastes, refines and averages the crop
+    (``testsets.photo_sets``)."""
     from unmasking import testsets
 
     ep = params["evaluate"]
@@ -463,7 +464,7 @@ def evaluate_study(params: dict[str, Any], data_dir: Path, trained: dict[str, An
         if unknown:
             raise ValueError(f"no such set: {', '.join(unknown)} (the study's: {', '.join(names)})")
     sets = testsets.study_sets(params, Path(data_dir), trained, progress, baselines, masked_detector,
-                               paste=paste, only=only, refine=refine)
+                               paste=paste, only=only, refine=refine, shift=shift)
     if only is not None:
         sets = [s for s in sets if s.name in only]  # the photo level builds both of its sets
     return run(trained, sets, ep, params["base"]["seed"], baselines, progress=progress)
@@ -526,6 +527,8 @@ def main(argv: list[str] | None = None) -> int:
                     "comparisons between runs: stats.paired_difference over the rows of the same set and pair)")
     ap.add_argument("--refine", type=int, default=photos.REFINE, metavar="N", help="passes that crop each photo's "
                     f"face again from landmarks refitted on its unmasked output (default: {photos.REFINE})")
+    ap.add_argument("--shift", type=float, default=photos.SHIFT, metavar="F", help="a flip-averaged model also "
+                    f"averages over the last crop moved this share of its side four ways (default: {photos.SHIFT})")
     args = ap.parse_args(argv)
     params = P.load()
     if args.detector:
@@ -534,10 +537,10 @@ def main(argv: list[str] | None = None) -> int:
     trained = {name: models.load(Path(path)) for name, path in weights.items()}
     ev = evaluate_study(params, args.data_dir, trained, baselines=not args.no_baselines,
                         masked_detector=args.models_dir / "masked_faces.svm", only=args.sets, paste=args.paste,
-                        refine=args.refine)
+                        refine=args.refine, shift=args.shift)
     write_metrics(args.out, {"note": args.note, "weights": weights, "detector": params["evaluate"]["detector"],
                              "paste": args.paste,
-                             "refine": args.refine, **ev.result})
+                             "refine": args.refine, "shift": args.shift, **ev.result})
     if args.rows:
         write_rows(args.rows, ev.rows)
     print(f"wrote {args.out}")

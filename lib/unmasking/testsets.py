@@ -152,17 +152,19 @@ def photo_sets(prefix: str, ids: list[str], mask_names: list[str], masked: list[
                originals: list[np.ndarray], regions: list[np.ndarray], refs: list[np.ndarray | None] | None,
                trained: dict[str, Any], ep: dict[str, Any], size: int, baselines: bool = True,
                same_photo: bool = False, progress: bool = True, masked_detector: Path | None = None,
-               paste: str = "region", refine: int | None = None) -> list[PairSet]:
+               paste: str = "region", refine: int | None = None, shift: float | None = None) -> list[PairSet]:
     """The real-use crop set (``<prefix>_detected``) and the photo-level set (``photos``) of full-size masked photos,
     from one detection pass on the masked photos (the largest face of each). A model whose size is not ``size``
     unmasks the crops at its own size; its crop-level outputs are resized to ``size`` to be scored. ``paste``:
     ``"region"`` replaces the model's estimated mask region only, ``"box"`` the whole crop; ``refine``: the passes
-    that crop again (``photos.unmask_faces``; None: ``photos.REFINE``)."""
+    that crop again and ``shift`` the neighbouring crops' step (``photos.unmask_faces``; None: ``photos.REFINE``,
+    ``photos.SHIFT``)."""
     from unmasking import models
 
     if paste not in photos.PASTES:
         raise ValueError(f"paste must be one of {', '.join(photos.PASTES)}, got {paste!r}")
     refine = photos.REFINE if refine is None else refine
+    shift = photos.SHIFT if shift is None else shift
     md = str(masked_detector) if masked_detector else None
     found = ordered_map_with_progress(_find_one, ((m, size, ep["detector"], ep["upsample"], md) for m in masked),
                                       len(masked), "finding masked faces", ep.get("workers", 2), progress, chunksize=2,
@@ -185,7 +187,7 @@ def photo_sets(prefix: str, ids: list[str], mask_names: list[str], masked: list[
     # outputs for the first crops are the crop-level set's, scored at ``size``
     imgs = [masked[i] for i in hit]
     done = {n: photos.unmask_faces(m, imgs, [[face[i]] for i in hit], models.flip_averaged(m, ep), ep["batch_size"],
-                                   refine, paste) for n, m in trained.items()}
+                                   refine, paste, shift) for n, m in trained.items()}
     crop_out = {b: baseline_outputs(b, crops, truth, ep["telea_radius"], region_crops, ep.get("workers", 2))
                 for b in (BASELINES if baselines else ("masked_input",))}
     crop_out.update({n: np.stack([images.resize(u.first[0], size) for u in d]) for n, d in done.items()})
@@ -200,7 +202,7 @@ def photo_sets(prefix: str, ids: list[str], mask_names: list[str], masked: list[
                     [originals[i] for i in hit], regions=[regions[i] for i in hit], outputs=photo_out,
                     boxes=[face[i].face_box for i in hit], same_photo_n=None if same_photo else 0,
                     info={"resolution": "the photo's own", "pasted": photos.PASTES[paste], "refine": refine,
-                          **info}, **common)
+                          "shift": shift, **info}, **common)
     return [detected, photo]
 
 
@@ -216,9 +218,10 @@ def study_set_names(params: dict[str, Any], data_dir: Path) -> list[str]:
 
 def study_sets(params: dict[str, Any], data_dir: Path, trained: dict[str, Any], progress: bool = True,
                baselines: bool = True, masked_detector: Path | None = None, paste: str = "region",
-               only: list[str] | None = None, refine: int | None = None) -> list[PairSet]:
-    """The study's sets from ``data_dir`` (see the module text); ``refine``: the photo level's passes that crop again
-    (``photo_sets``); ``masked_detector``: the masked-face detector's file
+               only: list[str] | None = None, refine: int | None = None, shift: float | None = None
+               ) -> list[PairSet]:
+    """The study's sets from ``data_dir`` (see the module text); ``refine``, ``shift``: the photo level's passes that
+    crop again and the step of the neighbouring crops averaged (``photo_sets``); ``masked_detector``: the masked-face detector's file
     for the photos; ``paste``: how the photo level pastes (``photo_sets``); ``only``: build only the sets of these
     names (and what they need), not the others (default: all but ``val``, which is built only when named)."""
     ep, dl = params["evaluate"], params["download"]
@@ -248,7 +251,7 @@ def study_sets(params: dict[str, Any], data_dir: Path, trained: dict[str, Any], 
             "test", photo_ids, [r["mask"] for r in photo_rows],
             [images.read_rgb(d / r["masked_file"]) for r in photo_rows], originals, regions,
             [refs.get(r["pair_id"]) for r in photo_rows], trained, ep, summary["image_size"], baselines,
-            progress=progress, masked_detector=masked_detector, paste=paste, refine=refine)
+            progress=progress, masked_detector=masked_detector, paste=paste, refine=refine, shift=shift)
         if want_test and (only is None or "test_region" in only):
             sets.append(region_set(sets[0], photo_ids, originals, regions, ep.get("workers", 2), progress))
     for k, d in enumerate(robustness_sets(data_dir / "indomain", dl["robustness_masks"])):
@@ -270,7 +273,7 @@ def study_sets(params: dict[str, Any], data_dir: Path, trained: dict[str, Any], 
         ids, names, masked, originals, regions = val_photos(params, data_dir, progress)
         sets += photo_sets("val", ids, names, masked, originals, regions, None, trained, ep, summary["image_size"],
                            baselines, progress=progress, masked_detector=masked_detector, paste=paste,
-                           refine=refine)
+                           refine=refine, shift=shift)
     return sets
 
 
