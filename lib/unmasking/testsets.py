@@ -221,8 +221,8 @@ def study_sets(params: dict[str, Any], data_dir: Path, trained: dict[str, Any], 
                only: list[str] | None = None, refine: int | None = None, shift: float | None = None
                ) -> list[PairSet]:
     """The study's sets from ``data_dir`` (see the module text); ``refine``, ``shift``: the photo level's passes that
-    crop again and the step of the neighbouring crops averaged (``photo_sets``); ``masked_detector``: the masked-face detector's file
-    for the photos; ``paste``: how the photo level pastes (``photo_sets``); ``only``: build only the sets of these
+    crop again and the step of the neighbouring crops averaged (``photo_sets``); ``masked_detector``: the
+    masked-face detector's file for the photos; ``paste``: how the photo level pastes (``photo_sets``); ``only``: build only the sets of these
     names (and what they need), not the others (default: all but ``val``, which is built only when named)."""
     ep, dl = params["evaluate"], params["download"]
     data_dir = Path(data_dir)
