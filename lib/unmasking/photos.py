@@ -142,10 +142,10 @@ def paste_mean(img: np.ndarray, preds: list[np.ndarray], boxes: list[Box],
         return img.copy()
     top, left = min(y for y, _, _ in patches), min(x for _, x, _ in patches)
     bottom, right = max(y + p.shape[0] for y, _, p in patches), max(x + p.shape[1] for _, x, p in patches)
-    window = img[top:bottom, left:right]
-    total = window.astype(np.float64) * (len(preds) - len(patches))
+    window = img[top:bottom, left:right].astype(np.float64)
+    total = window * (len(preds) - len(patches))
     for y, x, p in patches:
-        one = window.astype(np.float64)
+        one = window.copy()
         one[y - top:y - top + p.shape[0], x - left:x - left + p.shape[1]] = p
         total += one
     out = img.copy()
