@@ -95,6 +95,7 @@ def tiny_params(tmp_path: Path, **download) -> Path:
     p["train"]["mask_unet"].update({"epochs": 1, "filters": [4, 8, 8, 8]})
     p["train"]["mask_gan"].update({"epochs": 1, "disc_filters": TINY_DISC})
     p["detector"].update({"train_photos": 12})
+    p["detector"]["landmarks"].update({"train_photos": 12, "trees": 5, "cascade_depth": 4})
     p["evaluate"].update({"batch_size": 8, "n_examples": 2, "identity_pairs": 2, "workers": 1, "bootstrap": 200,
                           "c2st_epochs": 2})
     out = tmp_path / "params.yaml"

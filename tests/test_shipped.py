@@ -26,7 +26,9 @@ def test_the_shipped_weights_are_small_carry_their_cards_and_a_validated_default
         assert card["chosen_by_score"] == shipped.choice_score(card, name in ix["evaluate"]["flip_average"])
     best = max(ix["models"], key=lambda n: ix["models"][n]["chosen_by_score"])
     assert ix["default"] == best  # chosen on the validation split
-    assert shipped.masked_detector().is_file()
+    assert shipped.masked_detector().is_file() and ix["masked_face_detector"]
+    landmarks = shipped.masked_detector().with_name("masked_landmarks.dat")
+    assert ix["masked_face_landmarks"] and 0 < landmarks.stat().st_size < 5_000_000
     assert "workers" not in ix["evaluate"]  # speed-only settings are not shipped
 
 
@@ -56,6 +58,7 @@ def test_a_built_wheel_carries_the_weights(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     names = zipfile.ZipFile(next(tmp_path.glob("unmasking-*.whl"))).namelist()
     for f in ("unmasking/weights/shipped.json", "unmasking/weights/mask_unet.keras", "unmasking/weights/mask_gan.keras",
-              "unmasking/weights/masked_faces.svm", "unmasking/weights/mask_unet.json"):
+              "unmasking/weights/masked_faces.svm", "unmasking/weights/masked_landmarks.dat",
+              "unmasking/weights/mask_unet.json"):
         assert f in names, f
     assert json.loads(zipfile.ZipFile(next(tmp_path.glob("*.whl"))).read("unmasking/weights/shipped.json"))

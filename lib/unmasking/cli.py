@@ -6,11 +6,12 @@
     unmask synthesize FACES_DIR --out DIR [--mask PNG|masks.cfg|DIR] [--template NAME]...
 
 ``predict`` does what ``photos`` describes: find each masked face (dlib's HOG detector, the study's masked-face
-detector, then dlib's CNN detector), crop it from its landmarks as the training data were cropped, unmask it, crop it
-again from landmarks refitted on the unmasked face and unmask that crop (``photos.REFINE`` passes; a flip-averaged
-model averages over that crop and its four neighbours, ``photos.SHIFT``), and paste back only the region the model
-estimates the mask covers. It works straight after installation with the weights the package ships (``shipped``);
-``--weights`` takes any ``.keras`` file. ``evaluate`` runs the study's evaluation (``evaluate.run``) on a folder in
+detector, then dlib's CNN detector), crop it from the landmarks the study's masked-face landmark model fits, as the
+training data were cropped, unmask it (a flip-averaged model averages over that crop and its four neighbours,
+``photos.SHIFT``; ``--refine N`` crops again N times from landmarks refitted on the unmasked face), and paste back
+only the region the model estimates the mask covers. It works straight after installation with the weights the
+package ships (``shipped``); ``--weights`` takes any ``.keras`` file. ``evaluate`` runs the study's evaluation
+(``evaluate.run``) on a folder in
 Face Mask Lite layout; ``synthesize`` masks a folder of face photos into that layout. Both predict as the study does:
 a model that ``evaluate.flip_average`` names is flip-averaged.
 """

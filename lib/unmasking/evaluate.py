@@ -536,7 +536,7 @@ def main(argv: list[str] | None = None) -> int:
     weights = dict(item.partition("=")[::2] for item in args.weights)
     trained = {name: models.load(Path(path)) for name, path in weights.items()}
     ev = evaluate_study(params, args.data_dir, trained, baselines=not args.no_baselines,
-                        masked_detector=args.models_dir / "masked_faces.svm", only=args.sets, paste=args.paste,
+                        masked_detector=args.models_dir / paths.MASKED_DETECTOR, only=args.sets, paste=args.paste,
                         refine=args.refine, shift=args.shift)
     write_metrics(args.out, {"note": args.note, "weights": weights, "detector": params["evaluate"]["detector"],
                              "paste": args.paste,

@@ -4,7 +4,9 @@ Three detectors, tried in turn by ``find_face_boxes``, which says which one foun
 detector (fast, but it misses many faces whose lower half is covered), the study's own HOG detector trained on
 masked faces (``detector``; as fast), and dlib's CNN detector (``mmod_human_face_detector.dat``, robust to a mask,
 a third of a second to a second and a half per photo on a CPU). The CNN's boxes are tighter than HOG's;
-``CNN_TO_HOG`` maps them onto HOG's geometry, which the 68-landmark model was trained on.
+``CNN_TO_HOG`` maps them onto HOG's geometry, which the 68-landmark models were trained on. The landmarks are fitted
+by dlib's model of unmasked faces, or on a masked face by the study's own model (``masked_landmarks``), which
+places the jaw and mouth the mask hides better.
 
 The embeddings are those of dlib's face-recognition network, computed by ``dlibnet`` (the same network in Keras,
 about 30 times faster than dlib's own CPU code) on the face chips dlib aligns. The model files come from the
@@ -148,11 +150,36 @@ def find_face_boxes(img: np.ndarray, upsample: int = 1, detector: str = "auto", 
     return [], "none"
 
 
-def landmarks(img: np.ndarray, box: Box) -> np.ndarray:
-    """The 68 landmarks (x, y) as a float array of shape (68, 2), for the face in ``box``."""
+@lru_cache(maxsize=4)
+def _shape_model(path: str, mtime_ns: int):
     import dlib
 
-    shape = _predictor()(np.ascontiguousarray(img), dlib.rectangle(*[int(v) for v in box]))
+    return dlib.shape_predictor(path)
+
+
+def shape_model(path: str):
+    """The 68-landmark model saved at ``path`` (``detector.train_landmarks``; loaded once while the file is
+    unchanged), or None when there is none there."""
+    p = Path(path)
+    if not p.is_file() or p.stat().st_size == 0:
+        return None
+    return _shape_model(str(p), p.stat().st_mtime_ns)
+
+
+def masked_landmarks(masked: Path | str | None):
+    """The masked-face landmark model that sits beside the masked-face detector file ``masked`` (both are written
+    by the ``detector`` stage and shipped together), or None when there is none."""
+    from unmasking import paths
+
+    return shape_model(str(Path(masked).with_name(paths.MASKED_LANDMARKS))) if masked else None
+
+
+def landmarks(img: np.ndarray, box: Box, predictor=None) -> np.ndarray:
+    """The 68 landmarks (x, y) as a float array of shape (68, 2), for the face in ``box``: fitted by ``predictor``
+    (a dlib shape predictor, such as ``masked_landmarks``), else by dlib's model of unmasked faces."""
+    import dlib
+
+    shape = (predictor or _predictor())(np.ascontiguousarray(img), dlib.rectangle(*[int(v) for v in box]))
     return np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float64)
 
 

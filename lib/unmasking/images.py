@@ -111,6 +111,13 @@ def png_bytes(arr: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
+def jpeg_bytes(arr: np.ndarray, quality: int) -> bytes:
+    """Encode as JPEG at ``quality`` (as a photo saved by a camera or an editor)."""
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="JPEG", quality=quality)
+    return buf.getvalue()
+
+
 def write_png(arr: np.ndarray, path: str | Path) -> str:
     """Write ``arr`` as PNG and return the SHA-256 of the bytes written."""
     data = png_bytes(arr)

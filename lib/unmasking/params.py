@@ -201,7 +201,12 @@ SCHEMA: dict[str, Any] = {
         "detector": _choice("auto", "hog", "masked-hog", "cnn"),
         "upsample": _int(0, 4),
     },
-    "detector": {"train_photos": _int(10, 100_000), "C": _float(0.0, open_lo=True)},
+    "detector": {
+        "train_photos": _int(10, 100_000),
+        "C": _float(0.0, open_lo=True),
+        "landmarks": {"train_photos": _int(10, 100_000), "trees": _int(1, 10_000), "tree_depth": _int(1, 10),
+                      "cascade_depth": _int(1, 50), "oversampling": _int(1, 100)},
+    },
     "ship": {"models": _models},
 }
 

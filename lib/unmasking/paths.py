@@ -24,6 +24,11 @@ SUMMARY_NAME = "summary.json"
 MASKED_DIRNAME = "masked"
 UNMASKED_DIRNAME = "unmasked"
 
+# The masked-face detector and landmark model (unmasking.detector): in the models folder, and shipped side by side.
+MASKED_DETECTOR = "masked_faces.svm"
+MASKED_LANDMARKS = "masked_landmarks.dat"
+MASKED_CARD = "masked_faces.json"
+
 def model_path(name: str, models_dir: Path | None = None) -> Path:
     """Where the trained weights of model ``name`` live."""
     return Path(models_dir or MODELS_DIR) / f"{name}.keras"

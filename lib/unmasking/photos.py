@@ -3,10 +3,14 @@
 1. Find every face: dlib's HOG detector, then the study's masked-face detector, then dlib's CNN detector, until one
    finds a face (a mask hides the lower half of the face, which dlib's HOG detector needs; ``faces.find_face_boxes``).
 2. Fit the 68 landmarks in each box and take the training data's face-centred square from them (``masks.crop_box``).
+   The mask hides the jaw and mouth that dlib's landmark model, trained on unmasked faces, fits to; the study's own
+   model, trained on masked photos (``detector``, beside the masked-face detector file), places them better and is
+   used when it is there (``faces.masked_landmarks``).
 3. Unmask the crop at the model's size (``models.unmask``).
-4. Refine the crop (``REFINE`` passes): the mask hides the jaw and mouth the landmarks are fitted to, so
-   the square is taken again from landmarks refitted on the first pass's output, where the face is unmasked, and the
-   new crop of the masked photo is unmasked again (``recrop``).
+4. Optionally refine the crop (``REFINE`` passes, none by default): the square is taken again from landmarks refitted
+   on the last pass's output, where the face is unmasked, and the new crop of the masked photo is unmasked again
+   (``recrop``). With dlib's landmarks one pass gained 0.19 dB on the validation photos; with the masked-face
+   landmark model it gains nothing (docs/history.md).
 5. Average over neighbouring crops (``SHIFT``): a model that is averaged at test time (``evaluate.flip_average``)
    also unmasks the last crop moved by ``SHIFT`` of its side left, right, up and down; the five outputs, each pasted
    back as in 6, are averaged in the photo (the crop found on a masked photo is off the true one by about 5 % of its
@@ -33,7 +37,7 @@ from unmasking.images import ImageError
 GROW = 0.03  # the estimated region is grown by this share of the crop's side before feathering
 FEATHER = 0.02  # Gaussian feathering of its edge, sigma as a share of the crop's side
 EDGE = 0.12  # whole-crop paste (no mask estimate): the weight falls to 0 over this share of each side
-REFINE = 1  # passes that crop again from refitted landmarks (validation photos: +0.19 dB for one, none for two)
+REFINE = 0  # passes that crop again from refitted landmarks (validation photos: none gained with masked landmarks)
 SHIFT = 0.02  # step of the neighbouring crops averaged for a test-time-averaged model; 0 = the last crop alone
 PASTES = {"region": "the model's estimated region only", "box": "the whole crop, with a soft edge"}
 
@@ -51,18 +55,19 @@ class Face:
 def find_faces(img: np.ndarray, size: int, crop: str = "detect", detector: str = "auto", upsample: int = 1,
                masked: Path | str | None = None) -> list[Face]:
     """The face crops of a photo: every detected face (``crop="detect"``; ``masked``: the masked-face detector's
-    file), or the whole image (``"none"``)."""
+    file, beside which the masked-face landmark model is looked for), or the whole image (``"none"``)."""
     from unmasking import faces
 
     if crop == "none":
         h, w = img.shape[:2]
         return [Face((0, 0, w, h), images.resize(img, size), "whole", (0, 0, w, h))]
     boxes, found_by = faces.find_face_boxes(img, upsample, detector, masked)
-    out = []
-    for box in boxes:
-        square = masks.crop_box(faces.landmarks(img, box))
-        out.append(Face(square, images.resize(masks.crop(img, square), size), found_by, box))
-    return out
+    predictor = faces.masked_landmarks(masked)
+    return [_cropped(img, masks.crop_box(faces.landmarks(img, box, predictor)), size, found_by, box) for box in boxes]
+
+
+def _cropped(img: np.ndarray, square: Box, size: int, detector: str, face_box: Box) -> Face:
+    return Face(square, images.resize(masks.crop(img, square), size), detector, face_box)
 
 
 def feather(side_w: int, side_h: int, edge: float = EDGE) -> np.ndarray:
@@ -158,14 +163,11 @@ def recrop(img: np.ndarray, face: Face, unmasked: np.ndarray, size: int) -> Face
     ``unmasked`` (the photo with this face unmasked by a first pass)."""
     from unmasking import faces
 
-    square = masks.crop_box(faces.landmarks(unmasked, face.face_box))
-    return Face(square, images.resize(masks.crop(img, square), size), face.detector, face.face_box)
+    return _cropped(img, masks.crop_box(faces.landmarks(unmasked, face.face_box)), size, face.detector, face.face_box)
 
 
 def _at_size(img: np.ndarray, face: Face, size: int) -> Face:
-    if face.crop.shape[0] == size:
-        return face
-    return Face(face.box, images.resize(masks.crop(img, face.box), size), face.detector, face.face_box)
+    return face if face.crop.shape[0] == size else _cropped(img, face.box, size, face.detector, face.face_box)
 
 
 @dataclass

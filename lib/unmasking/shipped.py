@@ -2,7 +2,8 @@
 
 The pipeline's ``ship`` stage (``python -m unmasking.shipped``) writes ``lib/unmasking/weights/``: each trained model of
 ``ship.models`` re-saved without its optimizer state (a few MB, committed to git) with its model card (data, params,
-device, validation scores), the masked-face detector (``detector``) with its card, and ``shipped.json``: which model
+device, validation scores), the masked-face detector and landmark model (``detector``) with their card, and
+``shipped.json``: which model
 is the default (the highest validation masked-region PSNR, as predicted in use: the study decides on validation,
 never on test) and the ``evaluate`` settings the study predicts with (flip averaging, the detectors, the identity
 threshold), for an installation that has no ``params.yaml`` beside it.
@@ -20,7 +21,7 @@ from unmasking import paths
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 INDEX = "shipped.json"
-DETECTOR = "masked_faces.svm"  # the masked-face detector (unmasking.detector)
+DETECTOR = paths.MASKED_DETECTOR  # the masked-face detector (unmasking.detector); its landmark model sits beside it
 
 
 class ShippedError(RuntimeError):
@@ -45,7 +46,8 @@ def path(name: str | None = None, weights_dir: Path | None = None) -> Path:
 
 
 def masked_detector(weights_dir: Path | None = None) -> Path:
-    """The shipped masked-face detector's file (``faces.find_face_boxes`` skips it when it is not there)."""
+    """The shipped masked-face detector's file (``faces.find_face_boxes`` skips it when it is not there; the masked-face
+    landmark model is looked for beside it, ``faces.masked_landmarks``)."""
     return Path(weights_dir or WEIGHTS_DIR) / DETECTOR
 
 
@@ -87,7 +89,7 @@ def ship(models_dir: Path, names: list[str], evaluate_params: dict[str, Any], ou
 
     out_dir = Path(out_dir or WEIGHTS_DIR)
     out_dir.mkdir(parents=True, exist_ok=True)
-    for old in [*out_dir.glob("*.keras"), *out_dir.glob("*.json"), *out_dir.glob("*.svm")]:
+    for old in [*out_dir.glob("*.keras"), *out_dir.glob("*.json"), *out_dir.glob("*.svm"), *out_dir.glob("*.dat")]:
         old.unlink()
     cards = {}
     for name in names:
@@ -100,18 +102,21 @@ def ship(models_dir: Path, names: list[str], evaluate_params: dict[str, Any], ou
         paths.model_card_path(name, out_dir).write_text(json.dumps(card, indent=2) + "\n")
         cards[name] = card
     default = max(cards, key=lambda n: cards[n]["chosen_by_score"] or float("-inf"))
-    detector = Path(models_dir) / DETECTOR
-    shipped_detector = detector.is_file() and detector.stat().st_size > 0
-    (out_dir / DETECTOR).write_bytes(detector.read_bytes() if shipped_detector else b"")
-    det_card = Path(models_dir) / "masked_faces.json"
+    shipped_files = {}
+    for name in (DETECTOR, paths.MASKED_LANDMARKS):
+        f = Path(models_dir) / name
+        shipped_files[name] = f.is_file() and f.stat().st_size > 0
+        (out_dir / name).write_bytes(f.read_bytes() if shipped_files[name] else b"")
+    det_card = Path(models_dir) / paths.MASKED_CARD
     if det_card.is_file():
-        (out_dir / "masked_faces.json").write_text(det_card.read_text())
+        (out_dir / paths.MASKED_CARD).write_text(det_card.read_text())
     from unmasking import params as P
 
     speed_only = {k.split(".", 1)[1] for k in P.PERFORMANCE_KEYS if k.startswith("evaluate.")}
     ix = {"default": default, "chosen_by": "the highest mean per-image masked-region PSNR on the validation split, "
           "as each model is predicted in use (model card: validation)", "models": cards,
-          "masked_face_detector": shipped_detector,
+          "masked_face_detector": shipped_files[DETECTOR],
+          "masked_face_landmarks": shipped_files[paths.MASKED_LANDMARKS],
           "evaluate": {k: v for k, v in evaluate_params.items() if k not in speed_only}}
     (out_dir / INDEX).write_text(json.dumps(ix, indent=2) + "\n")
     return ix

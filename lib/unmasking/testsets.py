@@ -4,13 +4,14 @@ The study's sets (``study_sets``), in this order:
 
 * ``test`` -- the test split, cropped as the training data were (landmarks found on the unmasked photo);
 * ``test_detected`` -- the real-use test: the same faces masked at the photo's own resolution and saved as JPEG
-  (``data/photos``), the crop taken from landmarks found on the *masked* photo, as ``unmask predict`` must; faces that
-  are not found are counted, by detector;
+  (``data/photos``), the crop taken from landmarks found on the *masked* photo (by the study's masked-face landmark
+  model where the ``detector`` stage trained one), as ``unmask predict`` must; faces that are not found are counted,
+  by detector;
 * ``photos`` -- the photo level: the steps of ``unmask predict`` (``photos.find_faces``, ``photos.unmask_faces``:
-  the crop refined ``photos.REFINE`` times, the estimated region only pasted back) on the largest face of each
-  photo, scored at the photo's resolution against the original photo over the exact masked region (``paste="box"``
-  pastes the whole crop with a soft edge instead, as ``unmask predict`` did before it used the model's mask
-  estimate); ``test_detected`` holds each model's output for the first crop;
+  the crop refined ``photos.REFINE`` times, none by default, the estimated region only pasted back) on the largest
+  face of each photo, scored at the photo's resolution against the original photo over the exact masked region
+  (``paste="box"`` pastes the whole crop with a soft edge instead, as ``unmask predict`` did before it used the
+  model's mask estimate); ``test_detected`` holds each model's output for the first crop;
 * ``test_region`` -- the ``test`` pairs scored over the same exact masked region as the photo level (the region of
   the full-size photo, mapped into the test crop), not over the pixels where the 128 px crops differ: the crop-level
   figure the photo level compares with on equal terms;
@@ -93,18 +94,11 @@ def _find_one(task: tuple[np.ndarray, int, str, int, str | None]) -> list[photos
 
 def val_photos(params: dict[str, Any], data_dir: Path, progress: bool = True
                ) -> tuple[list[str], list[str], list[np.ndarray], list[np.ndarray], list[np.ndarray]]:
-    """The validation split's photos made as the data stage makes the test photos (``data.build_photos``: the same
-    worker function), in memory: (pair ids, templates, masked JPEG photos, originals, exact regions); photos whose
-    face is not found are left out."""
-    from unmasking.data.folder import template_library
-    from unmasking.data.photos import _init, _mask_photo
-
-    dl = params["download"]
+    """The validation split's photos made as the data stage makes the test photos (``data.mask_photos``, as
+    ``data.build_photos`` does), in memory: (pair ids, templates, masked JPEG photos, originals, exact regions);
+    photos whose face is not found are left out."""
     rows = [r for r in data.read_manifest(Path(data_dir) / "subset") if r["split"] == "val"]
-    made = ordered_map_with_progress(_mask_photo, [(r["source_unmasked"], r["mask"]) for r in rows], len(rows),
-                                     "masking validation photos", params["evaluate"].get("workers", 2), progress,
-                                     initializer=_init, initargs=(str(paths.resolve(dl["faces"])),
-                                                                  template_library(dl)[0], dl["photo_quality"]))
+    made = data.mask_photos(params["download"], rows, params["evaluate"].get("workers", 2), progress)
     ok = [(r, m) for r, m in zip(rows, made) if not isinstance(m, str)]
     return ([r["pair_id"] for r, _ in ok], [r["mask"] for r, _ in ok],
             [images.decode(m[1], r["pair_id"]) for r, m in ok], [images.decode(m[0], r["pair_id"]) for r, m in ok],
@@ -159,20 +153,22 @@ def photo_sets(prefix: str, ids: list[str], mask_names: list[str], masked: list[
     ``"region"`` replaces the model's estimated mask region only, ``"box"`` the whole crop; ``refine``: the passes
     that crop again and ``shift`` the neighbouring crops' step (``photos.unmask_faces``; None: ``photos.REFINE``,
     ``photos.SHIFT``)."""
-    from unmasking import models
+    from unmasking import faces, models
 
     if paste not in photos.PASTES:
         raise ValueError(f"paste must be one of {', '.join(photos.PASTES)}, got {paste!r}")
     refine = photos.REFINE if refine is None else refine
     shift = photos.SHIFT if shift is None else shift
     md = str(masked_detector) if masked_detector else None
+    fitted_by = "the masked-face landmark model" if faces.masked_landmarks(md) is not None else "dlib's landmark model"
     found = ordered_map_with_progress(_find_one, ((m, size, ep["detector"], ep["upsample"], md) for m in masked),
                                       len(masked), "finding masked faces", ep.get("workers", 2), progress, chunksize=2,
                                       start="spawn")
     hit = [i for i, fs in enumerate(found) if fs]
     face = {i: found[i][0] for i in hit}
     by = {d: sum(face[i].detector == d for i in hit) for d in ("hog", "masked-hog", "cnn")}
-    info = {"photos": len(masked), "detected": len(hit), "detection_rate": round(len(hit) / max(1, len(masked)), 4),
+    info = {"photos": len(masked), "landmarks": fitted_by, "detected": len(hit),
+            "detection_rate": round(len(hit) / max(1, len(masked)), 4),
             "found_by": by, "hog_only_rate": round(by["hog"] / max(1, len(masked)), 4),
             "not_detected": [ids[i] for i in range(len(masked)) if i not in face]}
     photos_name = "photos" if prefix == "test" else f"{prefix}_photos"
@@ -196,8 +192,8 @@ def photo_sets(prefix: str, ids: list[str], mask_names: list[str], masked: list[
     common = {"ids": [ids[i] for i in hit], "masks": [mask_names[i] for i in hit], "references": sel_refs}
     detected = PairSet(f"{prefix}_detected", crops, truth, regions=region_crops, outputs=crop_out,
                        same_photo_n=None if same_photo else 0,
-                       info={"crop": "landmarks found on the masked photo (JPEG), as unmask predict finds them",
-                             **info}, **common)
+                       info={"crop": f"landmarks fitted on the masked photo (JPEG) by {fitted_by}, as unmask "
+                                     "predict fits them", **info}, **common)
     photo = PairSet(photos_name, [masked[i] for i in hit],
                     [originals[i] for i in hit], regions=[regions[i] for i in hit], outputs=photo_out,
                     boxes=[face[i].face_box for i in hit], same_photo_n=None if same_photo else 0,

@@ -52,7 +52,7 @@ from unmasking.data.pairs import (
     check_pair,
     coverage,
 )
-from unmasking.data.photos import build_photos, choose_references, masked_photos, read_photos
+from unmasking.data.photos import build_photos, choose_references, mask_photos, masked_photos, read_photos
 from unmasking.data.subset import (
     build_robustness,
     build_subset,
@@ -71,5 +71,5 @@ __all__ = [
     "kaggle_credentials_present", "real_kaggle_client", "scrub", "MANIFEST_COLUMNS", "SPLITS", "Collected",
     "CredentialsError", "DataError", "Pair", "check_pair", "coverage", "build_robustness", "build_subset",
     "data_metrics", "load_pairs", "read_manifest", "read_summary", "split_groups", "write_subset", "build_photos",
-    "choose_references", "masked_photos", "read_photos",
+    "choose_references", "mask_photos", "masked_photos", "read_photos",
 ]

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import io
 import json
 import shutil
 from pathlib import Path, PurePosixPath
@@ -70,17 +69,24 @@ def _mask_photo(task: tuple[str, str]) -> tuple[bytes, bytes, bytes] | str:
         masked = masks.apply_mask(img, find_landmarks(img), _WORKER["templates"].get(name))
     except (ImageError, OSError) as e:
         return str(e)
-    buf = io.BytesIO()
-    from PIL import Image
-
-    Image.fromarray(masked).save(buf, format="JPEG", quality=_WORKER["quality"])
     region = masks.difference_mask(masked, img).astype(np.uint8) * 255
-    return raw, buf.getvalue(), images.png_bytes(region)
+    return raw, images.jpeg_bytes(masked, _WORKER["quality"]), images.png_bytes(region)
 
 
-def _masked_with_box(task: tuple[str, str]) -> tuple[np.ndarray, tuple[int, int, int, int]] | None:
-    """One source photo masked with its template at full size, and the face box dlib's detector finds on the
-    unmasked photo (None when it finds none)."""
+def mask_photos(dl: dict[str, Any], rows: list[dict[str, str]], workers: int, progress: bool = True
+                ) -> list[tuple[bytes, bytes, bytes] | str]:
+    """The photos of manifest ``rows`` masked at full size with their own templates, as the test photos are made:
+    for each, (original bytes, masked JPEG bytes at ``download.photo_quality``, region PNG bytes) or the reason it
+    failed."""
+    return ordered_map_with_progress(
+        _mask_photo, [(r["source_unmasked"], r["mask"]) for r in rows], len(rows), "masking photos", workers,
+        progress, initializer=_init, initargs=(str(paths.resolve(dl["faces"])), template_library(dl)[0],
+                                               dl["photo_quality"]))
+
+
+def _masked_with_box(task: tuple[str, str]) -> tuple[np.ndarray, tuple[int, int, int, int], np.ndarray] | None:
+    """One source photo masked with its template at full size, with the face box dlib's detector finds on the
+    unmasked photo and the 68 landmarks fitted in it (None when no face is found)."""
     from unmasking import faces
 
     rel, name = task
@@ -91,18 +97,18 @@ def _masked_with_box(task: tuple[str, str]) -> tuple[np.ndarray, tuple[int, int,
     box = faces.central_face(img)
     if box is None:
         return None
-    return masks.apply_mask(img, faces.landmarks(img, box), _WORKER["templates"].get(name)), box
+    lm = faces.landmarks(img, box)
+    return masks.apply_mask(img, lm, _WORKER["templates"].get(name)), box, lm
 
 
 def masked_photos(dl: dict[str, Any], rows: list[dict[str, str]], progress: bool = True
-                  ) -> list[tuple[np.ndarray, tuple[int, int, int, int]]]:
-    """The photos of manifest ``rows`` (source ``faces``) masked at full size with their own templates, each with its
-    face box on the unmasked photo (for training and validating the masked-face detector); photos whose face is not
-    found are left out."""
-    faces_dir = paths.resolve(dl["faces"])
+                  ) -> list[tuple[np.ndarray, tuple[int, int, int, int], np.ndarray]]:
+    """The photos of manifest ``rows`` (source ``faces``) masked at full size with their own templates (lossless),
+    each with its face box and 68 landmarks on the unmasked photo (for training and validating the masked-face
+    detector and landmark model); photos whose face is not found are left out."""
     out = ordered_map_with_progress(_masked_with_box, [(r["source_unmasked"], r["mask"]) for r in rows], len(rows),
                                     "masking photos", dl["workers"], progress, initializer=_init,
-                                    initargs=(str(faces_dir), template_library(dl)[0], 0))
+                                    initargs=(str(paths.resolve(dl["faces"])), template_library(dl)[0], 0))
     return [o for o in out if o is not None]
 
 
@@ -124,10 +130,7 @@ def build_photos(dl: dict[str, Any], seed: int, subset_dir: Path, out_dir: Path,
     test = [r for r in rows if r["split"] == "test"]
     refs = choose_references([(r["source_unmasked"], r["identity"]) for r in test], list_faces(faces_dir),
                              {r["source_unmasked"] for r in rows}, seed)
-    library = template_library(dl)[0]
-    results = ordered_map_with_progress(
-        _mask_photo, [(r["source_unmasked"], r["mask"]) for r in test], len(test), "masking photos", dl["workers"],
-        progress, initializer=_init, initargs=(str(faces_dir), library, dl["photo_quality"]))
+    results = mask_photos(dl, test, dl["workers"], progress)
     for sub in ("masked", "original", "region", "references"):
         (tmp / sub).mkdir()
     out, failed = [], []
