@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from conftest import ROOT, STYLEGAN, needs_shared
-from unmasking import shipped
+from unmasking import paths, shipped
 
 UNMASK = Path(sys.executable).parent / "unmask"
 
@@ -27,7 +27,7 @@ def test_the_shipped_weights_are_small_carry_their_cards_and_a_validated_default
     best = max(ix["models"], key=lambda n: ix["models"][n]["chosen_by_score"])
     assert ix["default"] == best  # chosen on the validation split
     assert shipped.masked_detector().is_file() and ix["masked_face_detector"]
-    landmarks = shipped.masked_detector().with_name("masked_landmarks.dat")
+    landmarks = shipped.masked_detector().with_name(paths.MASKED_LANDMARKS)
     assert ix["masked_face_landmarks"] and 0 < landmarks.stat().st_size < 5_000_000
     assert "workers" not in ix["evaluate"]  # speed-only settings are not shipped
 

@@ -26,6 +26,8 @@ def proj(study):
 
 
 def test_all_stages_run_through_papermill(proj):
+    from unmasking import paths
+
     for name in REPORTS:
         executed = nbformat.read(proj / "reports" / f"{name}.ipynb", as_version=4)
         assert all(o.get("output_type") != "error" for c in executed.cells for o in c.get("outputs", [])), name
@@ -52,7 +54,12 @@ def test_all_stages_run_through_papermill(proj):
         assert first["mask_unet"]["n"] == second["mask_unet"]["n"] == 4
         assert first["masked_input"]["same_photo_n"] == 2 and "c2st_distance" in first["mask_unet"]
         assert "same_photo_n" not in second["masked_input"] and "c2st_distance" not in second["mask_unet"]
-        assert json.loads((proj / "models" / "masked_faces.json").read_text())["trained"]
+        card = json.loads((proj / "models" / paths.MASKED_CARD).read_text())
+        used = card["landmarks"]["used"]  # trained on 12 photos, it may or may not beat dlib's model on validation
+        assert card["trained"] and (not used or card["landmarks"]["validation"]["square_iou"] > 0)
+        assert ((proj / "models" / paths.MASKED_LANDMARKS).stat().st_size > 0) == used
+        assert metrics["sets"]["photos"]["landmarks"] == ("the masked-face landmark model" if used else
+                                                          "dlib's landmark model")
         assert "mask_unet - paper_ae" in metrics["comparisons"]["test"]
 
 
@@ -155,16 +162,16 @@ def test_a_comparison_run_scores_models_of_two_sizes_on_the_sets_asked_for(study
     out, rows = tmp_path / "c.json", tmp_path / "rows.csv"
     r = run_in(proj, env, sys.executable, "-m", "unmasking.evaluate", "--weights", "small=models/mask_unet.keras",
                "--weights", f"big={big}", "--no-baselines", "--sets", *sets, "--note", "two sizes", "--out", str(out),
-               "--refine", "0", "--rows", str(rows))
+               "--refine", "1", "--rows", str(rows))
     assert r.returncode == 0, r.stderr[-3000:]
     c = json.loads(out.read_text())
-    assert list(c["sets"]) == sets and c["note"] == "two sizes" and c["paste"] == "region" and c["refine"] == 0
+    assert list(c["sets"]) == sets and c["note"] == "two sizes" and c["paste"] == "region" and c["refine"] == 1
     assert c["sets"]["val"]["split"] == "validation"
     written = rows.read_text().splitlines()
     assert written[0].startswith("set,") and len(written) - 1 == sum(
         m["n"] for e in c["sets"].values() for m in e["methods"].values())
     if LFW.is_dir():
-        assert c["sets"]["val_photos"]["refine"] == 0 and c["sets"]["val_photos"]["photos"] > 0
+        assert c["sets"]["val_photos"]["refine"] == 1 and c["sets"]["val_photos"]["photos"] > 0
         assert 0 < c["sets"]["test_region"]["n"] <= c["sets"]["test"]["n"]
     for name in sets:
         assert set(c["sets"][name]["methods"]) == {"masked_input", "small", "big"}

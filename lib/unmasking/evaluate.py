@@ -451,8 +451,9 @@ def evaluate_study(params: dict[str, Any], data_dir: Path, trained: dict[str, An
                    progress: bool = True, masked_detector: Path | None = None, only: list[str] | None = None,
                    paste: str = "region", refine: int | None = None, shift: float | None = None) -> Evaluation:
     """The study's evaluation: ``run`` over the study's sets in ``data_dir`` (``testsets.study_sets``);
-    ``masked_detector``: the masked-face detector's file (``models/masked_faces.svm``) for the photos; ``only``: the
-    names of the sets to score (default: all of the pipeline's; ``val``, the validation split, only when named);
+    ``masked_detector``: the masked-face detector's file (``models/masked_faces.svm``; the landmark model is looked for
+    beside it) for the photos; ``only``: the names of the sets to score (default: all of the pipeline's; ``val``, the
+    validation split, only when named);
     ``paste``, ``refine``, ``shift``: how the photo level pastes, refines and averages the crop
     (``testsets.photo_sets``)."""
     from unmasking import testsets
@@ -514,7 +515,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="a method name and its .keras file (repeat for several)")
     ap.add_argument("--out", type=Path, required=True, help="JSON file for the tables")
     ap.add_argument("--data-dir", type=Path, default=paths.DATA_DIR)
-    ap.add_argument("--models-dir", type=Path, default=paths.MODELS_DIR, help="where the masked-face detector is")
+    ap.add_argument("--models-dir", type=Path, default=paths.MODELS_DIR, help="where the masked-face detector "
+                    "and landmark model are")
     ap.add_argument("--no-baselines", action="store_true", help="only masked_input besides the weights")
     ap.add_argument("--note", default="", help="a line saying what the weights are")
     ap.add_argument("--sets", nargs="+", default=None, metavar="NAME", help="score only these sets (test, "

@@ -107,6 +107,8 @@ def headline(result: dict[str, Any], set_name: str = "test", cols: tuple[str, ..
 
 def _describe(e: dict[str, Any]) -> str:
     bits = [str(e[k]) for k in ("source", "crop", "region") if e.get(k)]
+    if e.get("landmarks") and not e.get("crop"):
+        bits.append(f"landmarks fitted by {e['landmarks']}")
     if e.get("refine"):
         bits.append(f"the crop taken again {e['refine']} time(s) from landmarks refitted on the unmasked output")
     if "image_size" in e:

@@ -218,9 +218,9 @@ def study_sets(params: dict[str, Any], data_dir: Path, trained: dict[str, Any], 
                ) -> list[PairSet]:
     """The study's sets from ``data_dir`` (see the module text); ``refine``, ``shift``: the photo level's passes that
     crop again and the step of the neighbouring crops averaged (``photo_sets``); ``masked_detector``: the
-    masked-face detector's file for the photos; ``paste``: how the photo level pastes (``photo_sets``); ``only``:
-    build only the sets of these names (and what they need), not the others (default: all but ``val``, which is
-    built only when named)."""
+    masked-face detector's file for the photos (the landmark model is looked for beside it); ``paste``: how the photo
+    level pastes (``photo_sets``); ``only``: build only the sets of these names (and what they need), not the others
+    (default: all but ``val``, which is built only when named)."""
     ep, dl = params["evaluate"], params["download"]
     data_dir = Path(data_dir)
     subset = data_dir / "subset"
