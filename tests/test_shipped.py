@@ -27,8 +27,11 @@ def test_the_shipped_weights_are_small_carry_their_cards_and_a_validated_default
     best = max(ix["models"], key=lambda n: ix["models"][n]["chosen_by_score"])
     assert ix["default"] == best  # chosen on the validation split
     assert shipped.masked_detector().is_file() and ix["masked_face_detector"]
+    # the landmark model is shipped when the detector stage kept it (it beat dlib's model on validation)
+    used = json.loads(shipped.masked_detector().with_name(paths.MASKED_CARD).read_text())["landmarks"]["used"]
     landmarks = shipped.masked_detector().with_name(paths.MASKED_LANDMARKS)
-    assert ix["masked_face_landmarks"] and 0 < landmarks.stat().st_size < 5_000_000
+    assert ix["masked_face_landmarks"] == used == (landmarks.stat().st_size > 0)
+    assert landmarks.stat().st_size < 5_000_000
     assert "workers" not in ix["evaluate"]  # speed-only settings are not shipped
 
 
