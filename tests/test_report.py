@@ -138,3 +138,13 @@ def test_the_tables_of_a_run_without_photos_or_generated_faces():
            "bench": {}, "compare": {}, "cards": {}}
     text = report.results_markdown(inp)
     assert "| mask_unet |" in text and "Test photos" not in text
+
+
+def test_the_speed_table_names_the_machines_cpu():
+    from unmasking import bench
+
+    assert bench.cpu_model()
+    t = report.bench_table({"machine": {"cpus": 2, "cpu": "Some CPU", "backend": "tensorflow"}, "image_size": 128,
+                            "batch_size": 32})
+    assert t.note == "2 CPUs (Some CPU), tensorflow; image 128 px, batch 32."
+    assert report.bench_table({"machine": {"cpus": 2, "backend": "jax"}}).note.startswith("2 CPUs, jax;")

@@ -204,6 +204,18 @@ def stage_times(log: Path) -> dict[str, Any] | None:
             "seconds": times, "total_s": round(sum(times.values()), 1)} if times else None
 
 
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo`` on Linux, else what ``platform`` says): trained weights and timings
+    differ from one CPU family to another."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def run(params_file: Path | None, out: Path, faces: Path | None, n_synth: int, n_local: int, n_train: int,
         weights: Path | None, photo: Path | None, log: Path) -> dict[str, Any]:
     import keras
@@ -211,7 +223,7 @@ def run(params_file: Path | None, out: Path, faces: Path | None, n_synth: int, n
     p = P.load(params_file)
     dl, tp = p["download"], p["train"]
     size = dl["image_size"]
-    result: dict[str, Any] = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
+    result: dict[str, Any] = {"machine": {"cpus": os.cpu_count(), "cpu": cpu_model(), "platform": platform.platform(),
                                           "backend": keras.backend.backend()}, "image_size": size,
                               "batch_size": tp["batch_size"]}
     faces = faces or (paths.resolve(dl["faces"]) if dl["faces"] else None)

@@ -238,9 +238,10 @@ def data_table(datam: dict[str, Any]) -> Table:
 
 def bench_table(bench: dict[str, Any]) -> Table:
     """``make bench``: stage times of the last run and the speeds measured."""
-    t = Table("Speed (make bench)", ["measured"], note=f"{bench.get('machine', {}).get('cpus')} CPUs, "
-              f"{bench.get('machine', {}).get('backend')}; image {bench.get('image_size')} px, batch "
-              f"{bench.get('batch_size')}.")
+    machine = bench.get("machine", {})
+    cpu = f" ({machine['cpu']})" if machine.get("cpu") else ""
+    t = Table("Speed (make bench)", ["measured"], note=f"{machine.get('cpus')} CPUs{cpu}, {machine.get('backend')}; "
+              f"image {bench.get('image_size')} px, batch {bench.get('batch_size')}.")
     st = bench.get("stages") or {}
     for k, v in (st.get("seconds") or {}).items():
         t.rows.append((f"stage {k}", [f"{v:.0f} s"]))
