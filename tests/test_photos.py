@@ -89,17 +89,25 @@ def cloth_masked():
     return out
 
 
+@pytest.fixture(scope="module")
+def cloth_detector(tmp_path_factory, cloth_masked):
+    """A masked-face detector file trained on the first 40 of ``cloth_masked``."""
+    from unmasking import detector, paths
+
+    svm = tmp_path_factory.mktemp("cloth") / paths.MASKED_DETECTOR
+    detector.train(cloth_masked[:40], 5.0, threads=1).save(str(svm))
+    return svm
+
+
 @needs_shared
-def test_the_masked_face_detector_and_the_cnn_find_masked_faces_hog_misses(tmp_path, cloth_masked):
+def test_the_masked_face_detector_and_the_cnn_find_masked_faces_hog_misses(cloth_masked, cloth_detector):
     """dlib's HOG detector misses most faces with a black cloth mask; the chain still finds them."""
     from unmasking import detector
 
-    train, test = cloth_masked[:40], cloth_masked[40:]
-    det = detector.train(train, 5.0, threads=1)
-    det.save(str(tmp_path / "m.svm"))
+    test = cloth_masked[40:]
     missed = [(img, box) for img, box, _ in test if not faces.detect_faces(img, 1)]
     assert len(missed) >= len(test) // 2  # HOG misses most masked faces
-    found = [faces.find_face_boxes(img, 1, "auto", tmp_path / "m.svm") for img, _ in missed]
+    found = [faces.find_face_boxes(img, 1, "auto", cloth_detector) for img, _ in missed]
     assert all(boxes for boxes, _ in found)
     assert {by for _, by in found} <= {"masked-hog", "cnn"} and any(by == "masked-hog" for _, by in found)
     for (boxes, _), (_, true) in zip(found, missed):
@@ -108,7 +116,8 @@ def test_the_masked_face_detector_and_the_cnn_find_masked_faces_hog_misses(tmp_p
 
 
 @needs_shared
-def test_the_masked_face_landmark_model_places_the_hidden_jaw_better_than_dlibs(tmp_path, cloth_masked):
+def test_the_masked_face_landmark_model_places_the_hidden_jaw_better_than_dlibs(tmp_path, cloth_masked,
+                                                                              cloth_detector):
     """A landmark model trained on 40 faces with a black cloth mask gives crop squares that overlap those of the
     unmasked faces better than dlib's model does, on 20 others; ``find_faces`` fits with it when it sits beside the
     masked-face detector."""
@@ -116,7 +125,7 @@ def test_the_masked_face_landmark_model_places_the_hidden_jaw_better_than_dlibs(
 
     train, test = cloth_masked[:40], cloth_masked[40:]
     svm = tmp_path / paths.MASKED_DETECTOR
-    detector.train(train, 5.0, threads=1).save(str(svm))
+    svm.write_bytes(cloth_detector.read_bytes())  # a folder of its own: the landmark model is written beside it
     assert faces.masked_landmarks(svm) is None  # not trained yet: dlib's model is used
     lp = {"trees": 20, "tree_depth": 4, "cascade_depth": 10, "oversampling": 10}
     model = detector.train_landmarks(detector.landmark_samples(train, svm, 1, 90), lp, seed=0)
