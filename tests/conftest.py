@@ -196,4 +196,5 @@ def study(tmp_path_factory) -> tuple[Path, dict, bool]:
     interrupted = not (proj / "models" / "paper_ae.keras").exists()
     r = run_in(proj, env, str(DVC), "repro")
     assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
+    (proj / "reports" / "repro.log").write_text(r.stdout)  # as ``make repro`` keeps it
     return proj, env, interrupted

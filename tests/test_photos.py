@@ -140,6 +140,24 @@ def test_the_masked_face_landmark_model_places_the_hidden_jaw_better_than_dlibs(
     assert found.box != masks.crop_box(faces.landmarks(img, found.face_box))
 
 
+def test_the_masked_face_models_load_once_a_file_is_written_where_there_was_none(tmp_path):
+    """A process that asked for the masked-face detector or landmark model before the ``detector`` stage wrote them
+    (no file, or the stage's empty "none") gets them once they are there: nothing is cached for a missing file."""
+    from unmasking import paths, shipped
+
+    weights = shipped.masked_detector().parent
+    svm, dat = tmp_path / paths.MASKED_DETECTOR, tmp_path / paths.MASKED_LANDMARKS
+    assert faces.masked_detector(str(svm)) is None and faces.masked_landmarks(svm) is None
+    svm.write_text("")
+    dat.write_text("")
+    assert faces.masked_detector(str(svm)) is None and faces.masked_landmarks(svm) is None
+    svm.write_bytes((weights / paths.MASKED_DETECTOR).read_bytes())
+    assert faces.masked_detector(str(svm)) is not None
+    if (weights / paths.MASKED_LANDMARKS).stat().st_size:  # the committed weights carry one (test_shipped)
+        dat.write_bytes((weights / paths.MASKED_LANDMARKS).read_bytes())
+        assert faces.masked_landmarks(svm) is not None
+
+
 def test_find_face_boxes_refuses_an_unknown_detector():
     with pytest.raises(ValueError, match="detector"):
         faces.find_face_boxes(np.zeros((40, 40, 3), np.uint8), 0, "haar")

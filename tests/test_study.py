@@ -63,6 +63,16 @@ def test_all_stages_run_through_papermill(proj):
         assert "mask_unet - paper_ae" in metrics["comparisons"]["test"]
 
 
+def test_the_repro_log_times_every_stage_that_ran(study):
+    """``make bench`` reads each stage's time from the ``dvc repro`` log: every stage of the second run logs one
+    (the first run, killed, had done download and explore)."""
+    from unmasking import bench
+
+    proj, _, _ = study
+    times = bench.stage_times(proj / "reports" / "repro.log")["seconds"]
+    assert {"train paper_ae", "train mask_unet", "train mask_gan", "detector", "evaluate"} <= set(times), times
+
+
 REPORTS = ["01-download", "02-explore", "03-train-paper_ae", "03-train-mask_unet", "03-train-mask_gan", "04-evaluate"]
 
 

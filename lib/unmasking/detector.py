@@ -148,11 +148,9 @@ def build(params: dict[str, Any], data_dir: Path, models_dir: Path, progress: bo
     models_dir = Path(models_dir)
     models_dir.mkdir(parents=True, exist_ok=True)
     if dl["source"] != "faces":
-        card = {"trained": False, "reason": "the masked-face detector trains on photos: download.source = faces"}
         (models_dir / FILE).write_text("")
-        (models_dir / LANDMARKS).write_text("")
-        (models_dir / CARD).write_text(json.dumps(card, indent=2) + "\n")
-        return card
+        return _saved(models_dir, {"trained": False, "reason": "the masked-face detector trains on photos: "
+                                                               "download.source = faces"})
     rows = data.read_manifest(Path(data_dir) / "subset")
     train_rows = [r for r in rows if r["split"] == "train"]
     det_rows = _drawn(train_rows, dp["train_photos"], seed + 4)
@@ -173,25 +171,28 @@ def build(params: dict[str, Any], data_dir: Path, models_dir: Path, progress: bo
     photos = data.masked_photos(dl, _drawn(train_rows, lp["train_photos"], seed + 5), progress)
     samples = landmark_samples(photos, models_dir / FILE, upsample, dl["photo_quality"])
     if len(samples) < MIN_LANDMARK_SAMPLES:
-        (models_dir / LANDMARKS).write_text("")
         card["landmarks"] = {"trained": False, "used": False, "reason": f"{len(samples)} train photos with a face "
                              f"found, fewer than {MIN_LANDMARK_SAMPLES}: dlib's landmark model is used"}
-        (models_dir / CARD).write_text(json.dumps(card, indent=2) + "\n")
-        return card
+        return _saved(models_dir, card)
     predictor = train_landmarks(samples, lp, seed)
     seconds = time.perf_counter() - t
     val_samples = landmark_samples(val_photos, models_dir / FILE, upsample, dl["photo_quality"])
     ours, dlibs = square_overlap(val_samples, predictor), square_overlap(val_samples)
     used = ours > dlibs  # the validation photos decide between it and dlib's model
-    if used:
-        predictor.save(str(models_dir / LANDMARKS))
-    else:
-        (models_dir / LANDMARKS).write_text("")
     card["landmarks"] = {
         "trained": True, "used": used, "file": LANDMARKS if used else "", "photos_drawn": lp["train_photos"],
         "train_photos": len(samples), **{k: v for k, v in lp.items() if k != "train_photos"},
         "jpeg_quality": dl["photo_quality"], "train_seconds": round(seconds, 1),
         "validation": {"photos": len(val_samples), "square_iou": round(ours, 4), "square_iou_dlib": round(dlibs, 4)}}
+    return _saved(models_dir, card, predictor if used else None)
+
+
+def _saved(models_dir: Path, card: dict[str, Any], landmarks=None) -> dict[str, Any]:
+    """Write the card and the landmark model (an empty file for none: dlib's model is then used); return the card."""
+    if landmarks is None:
+        (models_dir / LANDMARKS).write_text("")
+    else:
+        landmarks.save(str(models_dir / LANDMARKS))
     (models_dir / CARD).write_text(json.dumps(card, indent=2) + "\n")
     return card
 
@@ -204,8 +205,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data-dir", type=Path, default=paths.DATA_DIR)
     ap.add_argument("--models-dir", type=Path, default=paths.MODELS_DIR)
     args = ap.parse_args(argv)
+    t0 = time.perf_counter()
     card = build(P.load(args.params), args.data_dir, args.models_dir)
     print(json.dumps(card, indent=1))
+    print(f"stage detector: {time.perf_counter() - t0:.0f} s; card {Path(args.models_dir) / CARD}")  # as stage.py
     return 0
 
 

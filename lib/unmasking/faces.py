@@ -104,15 +104,9 @@ def detect_faces_cnn(img: np.ndarray, upsample: int = 1) -> list[Box]:
     return sorted(boxes, key=lambda b: -(b[2] - b[0]) * (b[3] - b[1]))
 
 
-@lru_cache(maxsize=4)
 def masked_detector(path: str):
     """The masked-face HOG detector saved at ``path`` (``detector``), or None when there is none there."""
-    import dlib
-
-    p = Path(path)
-    if not p.is_file() or p.stat().st_size == 0:
-        return None
-    return dlib.simple_object_detector(str(p))
+    return _saved_model("detector", path)
 
 
 def detect_with(det, img: np.ndarray, upsample: int = 0) -> list[Box]:
@@ -150,20 +144,25 @@ def find_face_boxes(img: np.ndarray, upsample: int = 1, detector: str = "auto", 
     return [], "none"
 
 
-@lru_cache(maxsize=4)
-def _shape_model(path: str, mtime_ns: int):
+@lru_cache(maxsize=8)
+def _load_saved(kind: str, path: str, mtime_ns: int):
     import dlib
 
-    return dlib.shape_predictor(path)
+    return dlib.simple_object_detector(path) if kind == "detector" else dlib.shape_predictor(path)
 
 
-def shape_model(path: str):
-    """The 68-landmark model saved at ``path`` (``detector.train_landmarks``; loaded once while the file is
-    unchanged), or None when there is none there."""
+def _saved_model(kind: str, path: str):
+    """A dlib model (``"detector"`` or ``"landmarks"``) saved by the ``detector`` stage at ``path``, loaded once while
+    the file is unchanged; None while there is no file there or it is empty (the stage's "none")."""
     p = Path(path)
     if not p.is_file() or p.stat().st_size == 0:
         return None
-    return _shape_model(str(p), p.stat().st_mtime_ns)
+    return _load_saved(kind, str(p), p.stat().st_mtime_ns)
+
+
+def shape_model(path: str):
+    """The 68-landmark model saved at ``path`` (``detector.train_landmarks``), or None when there is none there."""
+    return _saved_model("landmarks", path)
 
 
 def masked_landmarks(masked: Path | str | None):
@@ -179,7 +178,8 @@ def landmarks(img: np.ndarray, box: Box, predictor=None) -> np.ndarray:
     (a dlib shape predictor, such as ``masked_landmarks``), else by dlib's model of unmasked faces."""
     import dlib
 
-    shape = (predictor or _predictor())(np.ascontiguousarray(img), dlib.rectangle(*[int(v) for v in box]))
+    model = _predictor() if predictor is None else predictor
+    shape = model(np.ascontiguousarray(img), dlib.rectangle(*[int(v) for v in box]))
     return np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float64)
 
 
