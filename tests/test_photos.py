@@ -145,16 +145,17 @@ def test_the_masked_face_models_load_once_a_file_is_written_where_there_was_none
     (no file, or the stage's empty "none") gets them once they are there: nothing is cached for a missing file."""
     from unmasking import paths, shipped
 
-    weights = shipped.masked_detector().parent
+    shipped_svm = shipped.masked_detector()
+    shipped_dat = shipped_svm.with_name(paths.MASKED_LANDMARKS)
     svm, dat = tmp_path / paths.MASKED_DETECTOR, tmp_path / paths.MASKED_LANDMARKS
     assert faces.masked_detector(str(svm)) is None and faces.masked_landmarks(svm) is None
     svm.write_text("")
     dat.write_text("")
     assert faces.masked_detector(str(svm)) is None and faces.masked_landmarks(svm) is None
-    svm.write_bytes((weights / paths.MASKED_DETECTOR).read_bytes())
+    svm.write_bytes(shipped_svm.read_bytes())
     assert faces.masked_detector(str(svm)) is not None
-    if (weights / paths.MASKED_LANDMARKS).stat().st_size:  # the committed weights carry one (test_shipped)
-        dat.write_bytes((weights / paths.MASKED_LANDMARKS).read_bytes())
+    if shipped_dat.stat().st_size:  # the committed weights carry one (test_shipped)
+        dat.write_bytes(shipped_dat.read_bytes())
         assert faces.masked_landmarks(svm) is not None
 
 
